@@ -1,0 +1,10 @@
+//! hookd: a GitOps / infrastructure-automation trigger daemon.
+//!
+//! Webhooks come in through [`server`], are authenticated and normalized by
+//! [`source`] into [`event`]s, matched against [`config::Pipeline`]s by
+//! [`matcher`], stored by [`store`] before they are acknowledged, scheduled
+//! by [`scheduler`], checked out by [`workspace`] and executed by [`runner`].
+//! See ARCHITECTURE.md for the map.
+
+pub mod config;
+pub mod event;
