@@ -8,3 +8,5 @@
 
 pub mod config;
 pub mod event;
+pub mod matcher;
+pub mod source;
