@@ -10,3 +10,4 @@ pub mod config;
 pub mod event;
 pub mod matcher;
 pub mod source;
+pub mod store;

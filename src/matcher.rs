@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{Pipeline, PushTrigger, Trigger};
 use crate::event::{Event, PushEvent, RefKind};
@@ -21,7 +21,7 @@ pub struct Match {
 }
 
 /// A pipeline that does not run, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Skip {
     /// Pipeline name.
     pub pipeline: String,

@@ -1,0 +1,823 @@
+//! The embedded SQLite store (the default): one file in `data_dir`, WAL mode,
+//! `synchronous=FULL` (every commit is fsynced before it returns).
+//!
+//! Writes: one dedicated writer thread owns the only write connection. Callers
+//! send it jobs; it takes every job waiting (up to [`MAX_BATCH`]), runs each in
+//! its own savepoint of one transaction, commits once, then answers them all:
+//! group commit. WAL checkpoints run on a separate thread so a commit never
+//! pays for one. Reads use a small pool of read-only connections on blocking
+//! threads, never on the async executor.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
+use tokio::sync::oneshot;
+
+use super::{
+    DeliveryRecord, NewDelivery, QueuedRun, Recorded, RunFilter, RunRecord, RunRef, RunStatus,
+    StepRecord, StepStatus, Store, StoreError,
+};
+use crate::matcher::Skip;
+
+/// Schema migrations, applied in order; `PRAGMA user_version` counts them.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+
+/// Most jobs one transaction takes.
+const MAX_BATCH: usize = 512;
+
+/// A job's answer, sent once the batch it was part of committed (or failed).
+type Completion = Box<dyn FnOnce(Result<(), Arc<StoreError>>) + Send>;
+/// A write job: runs inside a savepoint; `false` rolls its savepoint back.
+type Job = Box<dyn FnOnce(&Transaction) -> (bool, Completion) + Send>;
+
+/// The SQLite store.
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Mutex<Option<mpsc::Sender<Job>>>,
+    stop_checkpoints: Mutex<Option<mpsc::Sender<()>>>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+fn configure(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    conn.busy_timeout(Duration::from_secs(5))
+        .map_err(StoreError::sqlite(format!("set busy timeout on {}", path.display())))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA foreign_keys = ON;
+         PRAGMA wal_autocheckpoint = 0;",
+    )
+    .map_err(StoreError::sqlite(format!("configure {}", path.display())))
+}
+
+fn open_error(path: &Path) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
+    move |e| StoreError::Open {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `hookd.db` in `data_dir`, migrates it, and
+    /// starts the writer and checkpoint threads. Blocking: call it from a
+    /// blocking context or before the runtime is busy.
+    pub fn open(data_dir: &Path) -> Result<SqliteStore, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Open {
+            path: data_dir.display().to_string(),
+            reason: format!("cannot create data directory: {e}"),
+        })?;
+        let path = data_dir.join("hookd.db");
+        let mut conn = Connection::open(&path).map_err(open_error(&path))?;
+        configure(&conn, &path)?;
+        migrate(&mut conn, &path)?;
+
+        let (tx, rx) = mpsc::channel::<Job>();
+        let writer = std::thread::Builder::new()
+            .name("hookd-store-writer".into())
+            .spawn(move || writer_loop(conn, rx))
+            .map_err(|e| StoreError::Task(format!("spawn writer thread: {e}")))?;
+
+        let checkpoint_conn = Connection::open(&path).map_err(open_error(&path))?;
+        configure(&checkpoint_conn, &path)?;
+        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let checkpointer = std::thread::Builder::new()
+            .name("hookd-store-checkpoint".into())
+            .spawn(move || checkpoint_loop(checkpoint_conn, stop_rx))
+            .map_err(|e| StoreError::Task(format!("spawn checkpoint thread: {e}")))?;
+
+        Ok(SqliteStore {
+            path,
+            writer: Mutex::new(Some(tx)),
+            stop_checkpoints: Mutex::new(Some(stop_tx)),
+            readers: Arc::new(Mutex::new(Vec::new())),
+            threads: Mutex::new(vec![writer, checkpointer]),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Stops the writer after the jobs already sent, and waits for it.
+    pub fn close(&self) {
+        if let Ok(mut w) = self.writer.lock() {
+            w.take();
+        }
+        if let Ok(mut s) = self.stop_checkpoints.lock() {
+            s.take();
+        }
+        let threads = self
+            .threads
+            .lock()
+            .map(|mut t| std::mem::take(&mut *t))
+            .unwrap_or_default();
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Transaction) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel::<Result<T, StoreError>>();
+        let job: Job = Box::new(move |txn: &Transaction| {
+            let result = f(txn);
+            let ok = result.is_ok();
+            let completion: Completion = Box::new(move |commit| {
+                let answer = match (commit, result) {
+                    (Ok(()), r) => r,
+                    (Err(e), _) => Err(StoreError::Task(e.to_string())),
+                };
+                let _ = tx.send(answer);
+            });
+            (ok, completion)
+        });
+        let sender = self
+            .writer
+            .lock()
+            .map_err(|_| StoreError::WriterGone)?
+            .clone()
+            .ok_or(StoreError::WriterGone)?;
+        sender.send(job).map_err(|_| StoreError::WriterGone)?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let readers = Arc::clone(&self.readers);
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = readers.lock().ok().and_then(|mut r| r.pop());
+            let conn = match pooled {
+                Some(c) => c,
+                None => {
+                    let c = Connection::open_with_flags(
+                        &path,
+                        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                    )
+                    .map_err(open_error(&path))?;
+                    c.busy_timeout(Duration::from_secs(5))
+                        .map_err(StoreError::sqlite("set busy timeout"))?;
+                    c
+                }
+            };
+            let result = f(&conn);
+            if let Ok(mut r) = readers.lock() {
+                if r.len() < 8 {
+                    r.push(conn);
+                }
+            }
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(StoreError::sqlite("read schema version"))?;
+    let known = MIGRATIONS.len() as i64;
+    if version > known {
+        return Err(StoreError::Open {
+            path: path.display().to_string(),
+            reason: format!(
+                "database schema version {version} is newer than this hookd understands ({known})"
+            ),
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let txn = conn
+            .transaction()
+            .map_err(StoreError::sqlite("begin migration"))?;
+        txn.execute_batch(sql)
+            .map_err(StoreError::sqlite(format!("apply migration {}", i + 1)))?;
+        txn.pragma_update(None, "user_version", (i + 1) as i64)
+            .map_err(StoreError::sqlite("record schema version"))?;
+        txn.commit()
+            .map_err(StoreError::sqlite(format!("commit migration {}", i + 1)))?;
+        tracing::info!(version = i + 1, db = %path.display(), "applied schema migration");
+    }
+    Ok(())
+}
+
+fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut completions = Vec::with_capacity(batch.len());
+        let commit = (|| -> Result<(), StoreError> {
+            let txn = conn
+                .transaction()
+                .map_err(StoreError::sqlite("begin write transaction"))?;
+            for job in batch.drain(..) {
+                txn.execute_batch("SAVEPOINT job")
+                    .map_err(StoreError::sqlite("savepoint"))?;
+                let (ok, completion) = job(&txn);
+                completions.push(completion);
+                let end = if ok {
+                    "RELEASE job"
+                } else {
+                    "ROLLBACK TO job; RELEASE job"
+                };
+                txn.execute_batch(end)
+                    .map_err(StoreError::sqlite("end savepoint"))?;
+            }
+            txn.commit().map_err(StoreError::sqlite("commit"))
+        })();
+        let commit = commit.map_err(|e| {
+            tracing::error!(error = %e, "store write transaction failed");
+            Arc::new(e)
+        });
+        // Jobs never reached (error mid-batch) are dropped: their callers see WriterGone-like errors.
+        drop(batch);
+        for c in completions {
+            c(commit.clone());
+        }
+    }
+}
+
+fn checkpoint_loop(conn: Connection, stop: mpsc::Receiver<()>) {
+    // Until the store closes (the sender is dropped), move WAL pages into the
+    // database every half second, off the commit path.
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(Duration::from_millis(500)) {
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0)) {
+            tracing::debug!(error = %e, "wal checkpoint failed");
+        }
+    }
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".to_string())
+}
+
+fn decode<T: serde::de::DeserializeOwned>(what: &'static str, id: i64, s: &str) -> Result<T, StoreError> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt {
+        what,
+        id,
+        reason: e.to_string(),
+    })
+}
+
+fn runs_of_delivery(conn: &Connection, delivery: i64) -> Result<Vec<RunRef>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached("SELECT id, pipeline FROM runs WHERE delivery_id = ?1 ORDER BY id")
+        .map_err(StoreError::sqlite("prepare runs of delivery"))?;
+    let rows = stmt
+        .query_map([delivery], |r| {
+            Ok(RunRef {
+                id: r.get(0)?,
+                pipeline: r.get(1)?,
+            })
+        })
+        .map_err(StoreError::sqlite("query runs of delivery"))?;
+    rows.collect::<Result<_, _>>()
+        .map_err(StoreError::sqlite("read runs of delivery"))
+}
+
+const RUN_COLUMNS: &str = "id, delivery_id, pipeline, concurrency_group, trigger, status, reason, event, git_ref, commit_sha, attempt, created_at, started_at, finished_at";
+
+fn run_from_row(r: &rusqlite::Row) -> rusqlite::Result<(RunRecord, String, String)> {
+    let id: i64 = r.get(0)?;
+    let status: String = r.get(5)?;
+    let event: String = r.get(7)?;
+    Ok((
+        RunRecord {
+            id,
+            delivery: r.get(1)?,
+            pipeline: r.get(2)?,
+            concurrency_group: r.get(3)?,
+            trigger: r.get(4)?,
+            status: RunStatus::Queued,
+            reason: r.get(6)?,
+            event: crate::event::Event::Ignored(crate::event::IgnoredEvent {
+                reason: String::new(),
+            }),
+            git_ref: r.get(8)?,
+            commit: r.get(9)?,
+            attempt: r.get(10)?,
+            created_at: r.get(11)?,
+            started_at: r.get(12)?,
+            finished_at: r.get(13)?,
+            steps: Vec::new(),
+        },
+        status,
+        event,
+    ))
+}
+
+fn finish_run_row(raw: (RunRecord, String, String)) -> Result<RunRecord, StoreError> {
+    let (mut run, status, event) = raw;
+    run.status = RunStatus::parse(&status).ok_or_else(|| StoreError::Corrupt {
+        what: "run status",
+        id: run.id,
+        reason: format!("unknown status {status:?}"),
+    })?;
+    run.event = decode("run event", run.id, &event)?;
+    Ok(run)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn record_delivery(&self, d: NewDelivery) -> Result<Recorded, StoreError> {
+        self.write(move |txn| {
+            if let Some(pid) = &d.provider_delivery_id {
+                let earlier: Option<(i64, String)> = txn
+                    .query_row(
+                        "SELECT id, skipped FROM deliveries WHERE source = ?1 AND provider_delivery_id = ?2",
+                        params![d.source, pid],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()
+                    .map_err(StoreError::sqlite("look up provider delivery id"))?;
+                if let Some((id, skipped)) = earlier {
+                    return Ok(Recorded {
+                        delivery: id,
+                        runs: runs_of_delivery(txn, id)?,
+                        skipped: decode::<Vec<Skip>>("delivery skipped", id, &skipped)?,
+                        duplicate: true,
+                    });
+                }
+            }
+            txn.prepare_cached(
+                "INSERT INTO deliveries (source, event, provider_delivery_id, received_at, headers, body, events, skipped)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    d.source,
+                    d.event_type,
+                    d.provider_delivery_id,
+                    d.received_at,
+                    to_json(&d.headers),
+                    d.body,
+                    to_json(&d.events),
+                    to_json(&d.skipped),
+                ])
+            })
+            .map_err(StoreError::sqlite(format!("insert delivery from source {}", d.source)))?;
+            let delivery = txn.last_insert_rowid();
+            let mut runs = Vec::with_capacity(d.runs.len());
+            for run in &d.runs {
+                txn.prepare_cached(
+                    "INSERT INTO runs (delivery_id, pipeline, concurrency_group, trigger, status, event, git_ref, commit_sha, created_at)
+                     VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8)",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        delivery,
+                        run.pipeline,
+                        run.concurrency_group,
+                        run.trigger,
+                        to_json(&run.event),
+                        run.git_ref,
+                        run.commit,
+                        d.received_at,
+                    ])
+                })
+                .map_err(StoreError::sqlite(format!("queue run of pipeline {}", run.pipeline)))?;
+                runs.push(RunRef {
+                    id: txn.last_insert_rowid(),
+                    pipeline: run.pipeline.clone(),
+                });
+            }
+            Ok(Recorded {
+                delivery,
+                runs,
+                skipped: d.skipped,
+                duplicate: false,
+            })
+        })
+        .await
+    }
+
+    async fn recover(&self, now: i64) -> Result<Vec<i64>, StoreError> {
+        self.write(move |txn| {
+            let ids: Vec<i64> = txn
+                .prepare("SELECT id FROM runs WHERE status = 'running' ORDER BY id")
+                .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+                .map_err(StoreError::sqlite("find runs left running"))?;
+            txn.execute(
+                "UPDATE steps SET status = 'interrupted', finished_at = ?1
+                 WHERE status = 'running'",
+                [now],
+            )
+            .map_err(StoreError::sqlite("mark steps interrupted"))?;
+            txn.execute(
+                "UPDATE runs SET status = 'interrupted', finished_at = ?1,
+                        reason = 'hookd stopped while the run was running'
+                 WHERE status = 'running'",
+                [now],
+            )
+            .map_err(StoreError::sqlite("mark runs interrupted"))?;
+            Ok(ids)
+        })
+        .await
+    }
+
+    async fn queued_runs(&self, limit: usize) -> Result<Vec<QueuedRun>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT id, pipeline, concurrency_group FROM runs
+                     WHERE status = 'queued' ORDER BY id LIMIT ?1",
+                )
+                .map_err(StoreError::sqlite("prepare queued runs"))?;
+            let rows = stmt
+                .query_map([limit as i64], |r| {
+                    Ok(QueuedRun {
+                        id: r.get(0)?,
+                        pipeline: r.get(1)?,
+                        concurrency_group: r.get(2)?,
+                    })
+                })
+                .map_err(StoreError::sqlite("query queued runs"))?;
+            rows.collect::<Result<_, _>>()
+                .map_err(StoreError::sqlite("read queued runs"))
+        })
+        .await
+    }
+
+    async fn start_run(&self, id: i64, now: i64) -> Result<bool, StoreError> {
+        self.write(move |txn| {
+            let n = txn
+                .execute(
+                    "UPDATE runs SET status = 'running', started_at = ?2 WHERE id = ?1 AND status = 'queued'",
+                    params![id, now],
+                )
+                .map_err(StoreError::sqlite(format!("start run {id}")))?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn set_run_commit(&self, id: i64, commit: &str) -> Result<(), StoreError> {
+        let commit = commit.to_string();
+        self.write(move |txn| {
+            txn.execute(
+                "UPDATE runs SET commit_sha = ?2 WHERE id = ?1",
+                params![id, commit],
+            )
+            .map_err(StoreError::sqlite(format!("record commit of run {id}")))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn step_started(&self, run: i64, idx: usize, name: &str, now: i64) -> Result<(), StoreError> {
+        let name = name.to_string();
+        self.write(move |txn| {
+            txn.execute(
+                "INSERT OR REPLACE INTO steps (run_id, idx, name, status, started_at)
+                 VALUES (?1, ?2, ?3, 'running', ?4)",
+                params![run, idx as i64, name, now],
+            )
+            .map_err(StoreError::sqlite(format!("record start of step {idx} of run {run}")))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn step_finished(
+        &self,
+        run: i64,
+        idx: usize,
+        status: StepStatus,
+        exit_code: Option<i32>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.write(move |txn| {
+            txn.execute(
+                "UPDATE steps SET status = ?3, exit_code = ?4, finished_at = ?5
+                 WHERE run_id = ?1 AND idx = ?2",
+                params![run, idx as i64, status.as_str(), exit_code, now],
+            )
+            .map_err(StoreError::sqlite(format!("record end of step {idx} of run {run}")))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn finish_run(
+        &self,
+        id: i64,
+        status: RunStatus,
+        reason: Option<&str>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let reason = reason.map(str::to_string);
+        self.write(move |txn| {
+            let step_status = match status {
+                RunStatus::TimedOut => StepStatus::TimedOut,
+                RunStatus::Cancelled | RunStatus::Superseded => StepStatus::Cancelled,
+                RunStatus::Succeeded => StepStatus::Succeeded,
+                RunStatus::Failed => StepStatus::Failed,
+                _ => StepStatus::Interrupted,
+            };
+            txn.execute(
+                "UPDATE steps SET status = ?2, finished_at = ?3 WHERE run_id = ?1 AND status = 'running'",
+                params![id, step_status.as_str(), now],
+            )
+            .map_err(StoreError::sqlite(format!("close steps of run {id}")))?;
+            txn.execute(
+                "UPDATE runs SET status = ?2, reason = ?3, finished_at = ?4 WHERE id = ?1",
+                params![id, status.as_str(), reason, now],
+            )
+            .map_err(StoreError::sqlite(format!("finish run {id}")))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn run(&self, id: i64) -> Result<Option<RunRecord>, StoreError> {
+        self.read(move |conn| {
+            let raw = conn
+                .query_row(
+                    &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"),
+                    [id],
+                    run_from_row,
+                )
+                .optional()
+                .map_err(StoreError::sqlite(format!("read run {id}")))?;
+            let Some(raw) = raw else { return Ok(None) };
+            let mut run = finish_run_row(raw)?;
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT name, status, exit_code, started_at, finished_at FROM steps
+                     WHERE run_id = ?1 ORDER BY idx",
+                )
+                .map_err(StoreError::sqlite("prepare steps"))?;
+            let rows = stmt
+                .query_map([id], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })
+                .map_err(StoreError::sqlite(format!("read steps of run {id}")))?;
+            for row in rows {
+                let (name, status, exit_code, started_at, finished_at) =
+                    row.map_err(StoreError::sqlite(format!("read steps of run {id}")))?;
+                let status = StepStatus::parse(&status).ok_or_else(|| StoreError::Corrupt {
+                    what: "step status",
+                    id,
+                    reason: format!("unknown status {status:?}"),
+                })?;
+                run.steps.push(StepRecord {
+                    name,
+                    status,
+                    exit_code,
+                    started_at,
+                    finished_at,
+                });
+            }
+            Ok(Some(run))
+        })
+        .await
+    }
+
+    async fn runs(&self, filter: RunFilter) -> Result<Vec<RunRecord>, StoreError> {
+        self.read(move |conn| {
+            let limit = filter.limit.clamp(1, 1000) as i64;
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {RUN_COLUMNS} FROM runs
+                     WHERE (?1 IS NULL OR pipeline = ?1)
+                       AND (?2 IS NULL OR status = ?2)
+                       AND (?3 IS NULL OR id < ?3)
+                     ORDER BY id DESC LIMIT ?4"
+                ))
+                .map_err(StoreError::sqlite("prepare run listing"))?;
+            let rows = stmt
+                .query_map(
+                    params![
+                        filter.pipeline,
+                        filter.status.map(RunStatus::as_str),
+                        filter.before_id,
+                        limit
+                    ],
+                    run_from_row,
+                )
+                .map_err(StoreError::sqlite("list runs"))?;
+            let mut out = Vec::new();
+            for row in rows {
+                out.push(finish_run_row(row.map_err(StoreError::sqlite("read run row"))?)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn delivery(&self, id: i64) -> Result<Option<DeliveryRecord>, StoreError> {
+        self.read(move |conn| {
+            let row = conn
+                .query_row(
+                    "SELECT source, event, received_at, provider_delivery_id, headers, events, skipped
+                     FROM deliveries WHERE id = ?1",
+                    [id],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, i64>(2)?,
+                            r.get::<_, Option<String>>(3)?,
+                            r.get::<_, String>(4)?,
+                            r.get::<_, String>(5)?,
+                            r.get::<_, String>(6)?,
+                        ))
+                    },
+                )
+                .optional()
+                .map_err(StoreError::sqlite(format!("read delivery {id}")))?;
+            let Some((source, event, received_at, provider_delivery_id, headers, events, skipped)) = row
+            else {
+                return Ok(None);
+            };
+            Ok(Some(DeliveryRecord {
+                id,
+                source,
+                event,
+                received_at,
+                provider_delivery_id,
+                headers: decode("delivery headers", id, &headers)?,
+                events: decode("delivery events", id, &events)?,
+                runs: runs_of_delivery(conn, id)?,
+                skipped: decode("delivery skipped", id, &skipped)?,
+            }))
+        })
+        .await
+    }
+
+    async fn delivery_body(&self, id: i64) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(move |conn| {
+            conn.query_row("SELECT body FROM deliveries WHERE id = ?1", [id], |r| r.get(0))
+                .optional()
+                .map_err(StoreError::sqlite(format!("read body of delivery {id}")))
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Event, PushEvent};
+    use crate::store::NewRun;
+
+    fn delivery(pid: Option<&str>, pipelines: &[&str]) -> NewDelivery {
+        let event = Event::Push(PushEvent::new(
+            "acme/infra".into(),
+            "refs/heads/main".into(),
+            "a1",
+            "b2",
+            None,
+            None,
+        ));
+        NewDelivery {
+            source: "github".into(),
+            event_type: "push".into(),
+            provider_delivery_id: pid.map(str::to_string),
+            received_at: 1_700_000_000_000,
+            headers: vec![("x-github-event".into(), "push".into())],
+            body: b"{\"ref\":\"refs/heads/main\"}".to_vec(),
+            events: vec![event.clone()],
+            skipped: vec![Skip {
+                pipeline: "other".into(),
+                reason: "branch \"main\" matches none of branches [dev]".into(),
+            }],
+            runs: pipelines
+                .iter()
+                .map(|p| NewRun {
+                    pipeline: p.to_string(),
+                    concurrency_group: p.to_string(),
+                    trigger: "push".into(),
+                    event: event.clone(),
+                    git_ref: Some("refs/heads/main".into()),
+                    commit: Some("b2".into()),
+                })
+                .collect(),
+        }
+    }
+
+    #[tokio::test]
+    async fn deliveries_and_runs_round_trip_and_dedupe() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        let first = store
+            .record_delivery(delivery(Some("g-1"), &["deploy", "lint"]))
+            .await
+            .expect("record");
+        assert!(!first.duplicate);
+        assert_eq!(first.runs.len(), 2);
+        let again = store
+            .record_delivery(delivery(Some("g-1"), &["deploy", "lint"]))
+            .await
+            .expect("record duplicate");
+        assert!(again.duplicate);
+        assert_eq!(again.delivery, first.delivery);
+        assert_eq!(again.runs, first.runs);
+        assert_eq!(again.skipped, first.skipped);
+        // Without a provider id nothing is deduplicated.
+        let other = store.record_delivery(delivery(None, &["deploy"])).await.expect("record");
+        assert_ne!(other.delivery, first.delivery);
+
+        let d = store.delivery(first.delivery).await.expect("read").expect("exists");
+        assert_eq!(d.provider_delivery_id.as_deref(), Some("g-1"));
+        assert_eq!(d.runs, first.runs);
+        assert_eq!(
+            store.delivery_body(first.delivery).await.expect("body"),
+            Some(b"{\"ref\":\"refs/heads/main\"}".to_vec())
+        );
+        let queued = store.queued_runs(10).await.expect("queued");
+        assert_eq!(queued.iter().map(|q| q.id).collect::<Vec<_>>(), vec![1, 2, 3]);
+    }
+
+    #[tokio::test]
+    async fn run_lifecycle_and_crash_recovery() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        let rec = store.record_delivery(delivery(None, &["a", "b"])).await.expect("record");
+        let (a, b) = (rec.runs[0].id, rec.runs[1].id);
+        assert!(store.start_run(a, 10).await.expect("start"));
+        assert!(!store.start_run(a, 11).await.expect("start twice"), "only queued runs start");
+        store.step_started(a, 0, "plan", 12).await.expect("step");
+        store.step_finished(a, 0, StepStatus::Succeeded, Some(0), 13).await.expect("step end");
+        store.step_started(a, 1, "apply", 14).await.expect("step");
+        store.set_run_commit(a, "c3").await.expect("commit");
+        assert!(store.start_run(b, 15).await.expect("start"));
+        store.finish_run(b, RunStatus::Failed, Some("boom"), 16).await.expect("finish");
+        drop(store);
+
+        // "Crash": reopen; the running run becomes interrupted, with its running step.
+        let store = SqliteStore::open(dir.path()).expect("reopen");
+        assert_eq!(store.recover(20).await.expect("recover"), vec![a]);
+        let run = store.run(a).await.expect("read").expect("exists");
+        assert_eq!(run.status, RunStatus::Interrupted);
+        assert_eq!(run.commit.as_deref(), Some("c3"));
+        assert_eq!(run.steps.len(), 2);
+        assert_eq!(run.steps[0].exit_code, Some(0));
+        assert_eq!(run.steps[1].status, StepStatus::Interrupted);
+        let failed = store
+            .runs(RunFilter { status: Some(RunStatus::Failed), limit: 10, ..Default::default() })
+            .await
+            .expect("list");
+        assert_eq!(failed.len(), 1);
+        assert_eq!(failed[0].reason.as_deref(), Some("boom"));
+        let by_pipeline = store
+            .runs(RunFilter { pipeline: Some("a".into()), limit: 10, ..Default::default() })
+            .await
+            .expect("list");
+        assert_eq!(by_pipeline.iter().map(|r| r.id).collect::<Vec<_>>(), vec![a]);
+    }
+
+    #[tokio::test]
+    async fn concurrent_writes_are_group_committed_and_all_durable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(SqliteStore::open(dir.path()).expect("open"));
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let store = Arc::clone(&store);
+            tasks.push(tokio::spawn(async move {
+                store
+                    .record_delivery(delivery(Some(&format!("id-{i}")), &["p"]))
+                    .await
+            }));
+        }
+        for t in tasks {
+            t.await.expect("join").expect("record");
+        }
+        let count: i64 = Connection::open(dir.path().join("hookd.db"))
+            .and_then(|c| c.query_row("SELECT count(*) FROM deliveries", [], |r| r.get(0)))
+            .expect("count");
+        assert_eq!(count, 200);
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        drop(SqliteStore::open(dir.path()).expect("open"));
+        Connection::open(dir.path().join("hookd.db"))
+            .and_then(|c| c.pragma_update(None, "user_version", 99))
+            .expect("bump version");
+        let err = SqliteStore::open(dir.path()).err().expect("refused").to_string();
+        assert!(err.contains("schema version 99 is newer"), "{err}");
+    }
+}
