@@ -158,10 +158,24 @@ mod tests {
 
     #[test]
     fn zero_shas_mean_creation_and_deletion() {
-        let created = PushEvent::new("a/b".into(), "refs/heads/x".into(), ZERO_SHA, "AB12", None, None);
+        let created = PushEvent::new(
+            "a/b".into(),
+            "refs/heads/x".into(),
+            ZERO_SHA,
+            "AB12",
+            None,
+            None,
+        );
         assert!(created.is_creation() && !created.is_deletion());
         assert_eq!(created.after.as_deref(), Some("ab12"));
-        let deleted = PushEvent::new("a/b".into(), "refs/heads/x".into(), "ab", ZERO_SHA, None, None);
+        let deleted = PushEvent::new(
+            "a/b".into(),
+            "refs/heads/x".into(),
+            "ab",
+            ZERO_SHA,
+            None,
+            None,
+        );
         assert!(deleted.is_deletion());
     }
 }

@@ -6,8 +6,15 @@
 //! by [`scheduler`], checked out by [`workspace`] and executed by [`runner`].
 //! See ARCHITECTURE.md for the map.
 
+pub mod client;
+pub mod clock;
 pub mod config;
+pub mod daemon;
 pub mod event;
 pub mod matcher;
+pub mod runner;
+pub mod scheduler;
+pub mod server;
 pub mod source;
 pub mod store;
+pub mod workspace;

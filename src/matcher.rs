@@ -135,10 +135,7 @@ fn match_push(source: &str, t: &PushTrigger, p: &PushEvent) -> Result<(), String
         (RefKind::Tag, Some(_), None) => Err(format!(
             "tag {name:?} pushed, but the trigger filters only branches"
         )),
-        (RefKind::Other, _, _) => Err(format!(
-            "ref {:?} is neither a branch nor a tag",
-            p.git_ref
-        )),
+        (RefKind::Other, _, _) => Err(format!("ref {:?} is neither a branch nor a tag", p.git_ref)),
         _ => Ok(()),
     }
 }
@@ -158,17 +155,26 @@ mod tests {
     use std::path::Path;
 
     fn pipeline(name: &str, on: &str) -> Arc<Pipeline> {
-        let daemon = DaemonConfig::from_yaml(Path::new("hookd.yaml"), "sources:\n  github: {kind: github}\n  gh2: {kind: github}\n")
-            .expect("config");
+        let daemon = DaemonConfig::from_yaml(
+            Path::new("hookd.yaml"),
+            "sources:\n  github: {kind: github}\n  gh2: {kind: github}\n",
+        )
+        .expect("config");
         let text = format!("name: {name}\non:\n{on}\nsteps: [{{run: 'true'}}]\n");
         Arc::new(
-            parse_pipeline(Path::new("p.yaml"), &text, &daemon)
-                .unwrap_or_else(|e| panic!("{e:?}")),
+            parse_pipeline(Path::new("p.yaml"), &text, &daemon).unwrap_or_else(|e| panic!("{e:?}")),
         )
     }
 
     fn push(repo: &str, git_ref: &str) -> Event {
-        Event::Push(PushEvent::new(repo.into(), git_ref.into(), ZERO_SHA, "abc1", None, None))
+        Event::Push(PushEvent::new(
+            repo.into(),
+            git_ref.into(),
+            ZERO_SHA,
+            "abc1",
+            None,
+            None,
+        ))
     }
 
     fn check(on: &str, source: &str, event: Event, expected: Result<usize, &str>) {
@@ -183,29 +189,86 @@ mod tests {
     #[test]
     fn push_filters_follow_the_contract() {
         let main_only = "  - push: {branches: [main]}";
-        check(main_only, "github", push("acme/infra", "refs/heads/main"), Ok(0));
-        check(main_only, "github", push("acme/infra", "refs/heads/dev"), Err("branch \"dev\" matches none of branches [main]"));
-        check(main_only, "github", push("acme/infra", "refs/tags/v1"), Err("tag \"v1\" pushed, but the trigger filters only branches"));
+        check(
+            main_only,
+            "github",
+            push("acme/infra", "refs/heads/main"),
+            Ok(0),
+        );
+        check(
+            main_only,
+            "github",
+            push("acme/infra", "refs/heads/dev"),
+            Err("branch \"dev\" matches none of branches [main]"),
+        );
+        check(
+            main_only,
+            "github",
+            push("acme/infra", "refs/tags/v1"),
+            Err("tag \"v1\" pushed, but the trigger filters only branches"),
+        );
         let tags_only = "  - push: {tags: ['v*']}";
-        check(tags_only, "github", push("acme/infra", "refs/tags/v1.2"), Ok(0));
-        check(tags_only, "github", push("acme/infra", "refs/heads/main"), Err("branch \"main\" pushed, but the trigger filters only tags"));
-        check(tags_only, "github", push("acme/infra", "refs/tags/release"), Err("tag \"release\" matches none of tags [v*]"));
+        check(
+            tags_only,
+            "github",
+            push("acme/infra", "refs/tags/v1.2"),
+            Ok(0),
+        );
+        check(
+            tags_only,
+            "github",
+            push("acme/infra", "refs/heads/main"),
+            Err("branch \"main\" pushed, but the trigger filters only tags"),
+        );
+        check(
+            tags_only,
+            "github",
+            push("acme/infra", "refs/tags/release"),
+            Err("tag \"release\" matches none of tags [v*]"),
+        );
         let any = "  - push: {}";
         check(any, "github", push("acme/infra", "refs/heads/x/y"), Ok(0));
         check(any, "github", push("acme/infra", "refs/tags/v1"), Ok(0));
-        check(any, "github", push("acme/infra", "refs/notes/commits"), Err("ref \"refs/notes/commits\" is neither a branch nor a tag"));
+        check(
+            any,
+            "github",
+            push("acme/infra", "refs/notes/commits"),
+            Err("ref \"refs/notes/commits\" is neither a branch nor a tag"),
+        );
         let repo = "  - push: {repository: 'acme/*'}";
         check(repo, "github", push("Acme/Infra", "refs/heads/main"), Ok(0));
-        check(repo, "github", push("other/infra", "refs/heads/main"), Err("repository \"other/infra\" does not match \"acme/*\""));
+        check(
+            repo,
+            "github",
+            push("other/infra", "refs/heads/main"),
+            Err("repository \"other/infra\" does not match \"acme/*\""),
+        );
         let src = "  - push: {sources: [gh2]}";
-        check(src, "github", push("a/b", "refs/heads/main"), Err("source \"github\" is not in sources [gh2]"));
+        check(
+            src,
+            "github",
+            push("a/b", "refs/heads/main"),
+            Err("source \"github\" is not in sources [gh2]"),
+        );
         check(src, "gh2", push("a/b", "refs/heads/main"), Ok(0));
     }
 
     #[test]
     fn deletions_never_match() {
-        let deleted = Event::Push(PushEvent::new("a/b".into(), "refs/heads/main".into(), "abc", ZERO_SHA, None, None));
-        check("  - push: {}", "github", deleted, Err("refs/heads/main was deleted; deletions never run"));
+        let deleted = Event::Push(PushEvent::new(
+            "a/b".into(),
+            "refs/heads/main".into(),
+            "abc",
+            ZERO_SHA,
+            None,
+            None,
+        ));
+        check(
+            "  - push: {}",
+            "github",
+            deleted,
+            Err("refs/heads/main was deleted; deletions never run"),
+        );
     }
 
     #[test]
@@ -216,7 +279,12 @@ mod tests {
             push("a/b", "refs/heads/dev"),
             Err("on[0]: branch \"dev\" matches none of branches [main]; on[1]: manual trigger: only `hookd trigger` or the API starts it"),
         );
-        check("  - manual: {}\n  - push: {}", "github", push("a/b", "refs/heads/dev"), Ok(1));
+        check(
+            "  - manual: {}\n  - push: {}",
+            "github",
+            push("a/b", "refs/heads/dev"),
+            Ok(1),
+        );
     }
 
     #[test]
@@ -226,10 +294,19 @@ mod tests {
             pipeline("release", "  - push: {tags: ['v*']}"),
         ];
         let out = match_events("github", &[push("a/b", "refs/heads/main")], &pipelines);
-        assert_eq!(out.matches, vec![Match { pipeline: 0, event: 0, trigger: 0 }]);
+        assert_eq!(
+            out.matches,
+            vec![Match {
+                pipeline: 0,
+                event: 0,
+                trigger: 0
+            }]
+        );
         assert_eq!(out.skipped.len(), 1);
         assert_eq!(out.skipped[0].pipeline, "release");
-        let ignored = Event::Ignored(IgnoredEvent { reason: "github event type \"issues\" starts no pipeline".into() });
+        let ignored = Event::Ignored(IgnoredEvent {
+            reason: "github event type \"issues\" starts no pipeline".into(),
+        });
         let out = match_events("github", &[ignored], &pipelines);
         assert!(out.matches.is_empty());
         assert!(out.skipped.iter().all(|s| s.reason.contains("\"issues\"")));

@@ -10,7 +10,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use super::{is_env_name, is_safe_name, parse_yaml, resolve_path, ConfigError, ConfigErrors, Errors};
+use super::{
+    is_env_name, is_safe_name, parse_yaml, resolve_path, ConfigError, ConfigErrors, Errors,
+};
 
 /// The config file `hookd` looks for when `--config` is not given.
 pub const DEFAULT_CONFIG_FILE: &str = "hookd.yaml";
@@ -221,7 +223,11 @@ impl DaemonConfig {
     }
 }
 
-fn validate(name: &Path, file: Option<&Path>, raw: RawDaemon) -> Result<DaemonConfig, ConfigErrors> {
+fn validate(
+    name: &Path,
+    file: Option<&Path>,
+    raw: RawDaemon,
+) -> Result<DaemonConfig, ConfigErrors> {
     let mut errs = Errors::new(name);
     let base = file
         .and_then(Path::parent)
@@ -289,7 +295,10 @@ fn validate(name: &Path, file: Option<&Path>, raw: RawDaemon) -> Result<DaemonCo
         Some(v) => {
             errs.at(
                 v.referenced,
-                format!("store: {:?} is neither sqlite nor a postgres:// URL", v.value),
+                format!(
+                    "store: {:?} is neither sqlite nor a postgres:// URL",
+                    v.value
+                ),
             );
             StoreConfig::Sqlite
         }
@@ -298,7 +307,8 @@ fn validate(name: &Path, file: Option<&Path>, raw: RawDaemon) -> Result<DaemonCo
         let path = path_of(&mut errs, "admin_token_file", v)?;
         read_secret_file(&mut errs, "admin_token_file", v, &path)
     });
-    let positive = |errs: &mut Errors, field: &str, v: &Option<Spanned<u64>>, default: u64| match v {
+    let positive = |errs: &mut Errors, field: &str, v: &Option<Spanned<u64>>, default: u64| match v
+    {
         None => default,
         Some(s) if s.value == 0 => {
             errs.at(s.referenced, format!("{field}: must be greater than zero"));
@@ -306,9 +316,19 @@ fn validate(name: &Path, file: Option<&Path>, raw: RawDaemon) -> Result<DaemonCo
         }
         Some(s) => s.value,
     };
-    let max_body_bytes = positive(&mut errs, "max_body_bytes", &raw.max_body_bytes, 25 * 1024 * 1024);
+    let max_body_bytes = positive(
+        &mut errs,
+        "max_body_bytes",
+        &raw.max_body_bytes,
+        25 * 1024 * 1024,
+    );
     let max_parallel_runs = positive(&mut errs, "max_parallel_runs", &raw.max_parallel_runs, 4);
-    let max_log_bytes = positive(&mut errs, "max_log_bytes", &raw.max_log_bytes, 16 * 1024 * 1024);
+    let max_log_bytes = positive(
+        &mut errs,
+        "max_log_bytes",
+        &raw.max_log_bytes,
+        16 * 1024 * 1024,
+    );
     let shutdown_grace = raw
         .shutdown_grace
         .as_ref()
@@ -430,8 +450,8 @@ fn validate_source(
     let mut credentials = Credentials::default();
     if let Some(v) = &rs.secret_file {
         let field = format!("sources.{name}.secret_file");
-        credentials.hmac_secret = path_of(errs, &field, v)
-            .and_then(|p| read_secret_file(errs, &field, v, &p));
+        credentials.hmac_secret =
+            path_of(errs, &field, v).and_then(|p| read_secret_file(errs, &field, v, &p));
     } else if let Some(v) = &rs.secret_env {
         let field = format!("sources.{name}.secret_env");
         match std::env::var(&v.value) {
@@ -440,7 +460,10 @@ fn validate_source(
             }
             _ => errs.at(
                 v.referenced,
-                format!("{field}: environment variable {} is not set or empty", v.value),
+                format!(
+                    "{field}: environment variable {} is not set or empty",
+                    v.value
+                ),
             ),
         }
     }
@@ -461,7 +484,10 @@ fn read_secret_file(
 ) -> Option<Secret> {
     match std::fs::read_to_string(path) {
         Ok(s) if s.trim_end().is_empty() => {
-            errs.at(v.referenced, format!("{field}: {} is empty", path.display()));
+            errs.at(
+                v.referenced,
+                format!("{field}: {} is empty", path.display()),
+            );
             None
         }
         Ok(s) => Some(Secret(s.trim_end().to_string())),
@@ -535,28 +561,65 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(
-            c.sources["gh"].credentials.hmac_secret.as_ref().map(Secret::expose),
+            c.sources["gh"]
+                .credentials
+                .hmac_secret
+                .as_ref()
+                .map(Secret::expose),
             Some("s3cret")
         );
-        assert_eq!(format!("{:?}", c.sources["gh"].credentials), "Credentials { hmac_secret: Some(Secret([REDACTED])) }");
+        assert_eq!(
+            format!("{:?}", c.sources["gh"].credentials),
+            "Credentials { hmac_secret: Some(Secret([REDACTED])) }"
+        );
     }
 
     #[test]
     fn errors_name_file_line_column_and_field() {
         let cases = [
-            ("listen: nowhere\n", "/etc/hookd/hookd.yaml:1:9: listen: \"nowhere\" is not an address:port"),
-            ("lisen: 1\n", "/etc/hookd/hookd.yaml:1:1: unknown field `lisen`"),
-            ("max_parallel_runs: 0\n", "/etc/hookd/hookd.yaml:1:20: max_parallel_runs: must be greater than zero"),
-            ("shutdown_grace: ten minutes\n", "/etc/hookd/hookd.yaml:1:17: shutdown_grace: invalid duration \"ten minutes\""),
-            ("sources:\n  x: { kind: gitlub }\n", "/etc/hookd/hookd.yaml:2:14: sources.x.kind: unknown source kind \"gitlub\""),
-            ("sources:\n  x: { kind: github, secret_file: /nonexistent/s }\n", "/etc/hookd/hookd.yaml:2:35: sources.x.secret_file: cannot read /nonexistent/s"),
-            ("sources:\n  x: { kind: github, secret_env: HOOKD_TEST_UNSET_VAR }\n", "sources.x.secret_env: environment variable HOOKD_TEST_UNSET_VAR is not set"),
-            ("store: mysql://x\n", "/etc/hookd/hookd.yaml:1:8: store: \"mysql://x\" is neither sqlite"),
-            ("data_dir: ${HOOKD_TEST_UNSET_VAR}/x\n", "data_dir: environment variable HOOKD_TEST_UNSET_VAR is not set"),
+            (
+                "listen: nowhere\n",
+                "/etc/hookd/hookd.yaml:1:9: listen: \"nowhere\" is not an address:port",
+            ),
+            (
+                "lisen: 1\n",
+                "/etc/hookd/hookd.yaml:1:1: unknown field `lisen`",
+            ),
+            (
+                "max_parallel_runs: 0\n",
+                "/etc/hookd/hookd.yaml:1:20: max_parallel_runs: must be greater than zero",
+            ),
+            (
+                "shutdown_grace: ten minutes\n",
+                "/etc/hookd/hookd.yaml:1:17: shutdown_grace: invalid duration \"ten minutes\"",
+            ),
+            (
+                "sources:\n  x: { kind: gitlub }\n",
+                "/etc/hookd/hookd.yaml:2:14: sources.x.kind: unknown source kind \"gitlub\"",
+            ),
+            (
+                "sources:\n  x: { kind: github, secret_file: /nonexistent/s }\n",
+                "/etc/hookd/hookd.yaml:2:35: sources.x.secret_file: cannot read /nonexistent/s",
+            ),
+            (
+                "sources:\n  x: { kind: github, secret_env: HOOKD_TEST_UNSET_VAR }\n",
+                "sources.x.secret_env: environment variable HOOKD_TEST_UNSET_VAR is not set",
+            ),
+            (
+                "store: mysql://x\n",
+                "/etc/hookd/hookd.yaml:1:8: store: \"mysql://x\" is neither sqlite",
+            ),
+            (
+                "data_dir: ${HOOKD_TEST_UNSET_VAR}/x\n",
+                "data_dir: environment variable HOOKD_TEST_UNSET_VAR is not set",
+            ),
         ];
         for (text, expected) in cases {
             let err = load(text).expect_err(text);
-            assert!(err.contains(expected), "for {text:?}:\n got: {err}\nwant: {expected}");
+            assert!(
+                err.contains(expected),
+                "for {text:?}:\n got: {err}\nwant: {expected}"
+            );
         }
     }
 
@@ -573,7 +636,10 @@ mod tests {
             expand_env("${HOOKD_TEST_CRED_DIR}/github").as_deref(),
             Ok("/run/credentials/hookd.service/github")
         );
-        assert_eq!(expand_env("$HOOKD_TEST_CRED_DIR/x").as_deref(), Ok("/run/credentials/hookd.service/x"));
+        assert_eq!(
+            expand_env("$HOOKD_TEST_CRED_DIR/x").as_deref(),
+            Ok("/run/credentials/hookd.service/x")
+        );
         assert!(expand_env("${oops").is_err());
     }
 }

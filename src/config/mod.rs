@@ -157,7 +157,10 @@ impl<'a> Errors<'a> {
     pub(crate) fn duration(&mut self, field: &str, value: &Spanned<String>) -> Option<Duration> {
         match humantime::parse_duration(value.value.trim()) {
             Ok(d) if d.is_zero() => {
-                self.at(value.referenced, format!("{field}: duration must be greater than zero"));
+                self.at(
+                    value.referenced,
+                    format!("{field}: duration must be greater than zero"),
+                );
                 None
             }
             Ok(d) => Some(d),

@@ -138,7 +138,11 @@ mod tests {
             (&["v*"], "v1.2.3", true),
             (&["v[12].*"], "v2.0", true),
             (&["v[12].*"], "v3.0", false),
-            (&["release/**", "!release/**-alpha"], "release/1-alpha", false),
+            (
+                &["release/**", "!release/**-alpha"],
+                "release/1-alpha",
+                false,
+            ),
             (&["release/**", "!release/**-alpha"], "release/1", true),
             (&["*", "!main", "main"], "main", true),
             (&["$(touch x)"], "$(touch x)", true),

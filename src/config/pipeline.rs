@@ -284,7 +284,10 @@ fn validate(
     }
 
     if raw.on.value.is_empty() {
-        errs.at(raw.on.referenced, "on: at least one trigger is needed (push, manual)");
+        errs.at(
+            raw.on.referenced,
+            "on: at least one trigger is needed (push, manual)",
+        );
     }
     let mut triggers = Vec::new();
     for (i, t) in raw.on.value.into_iter().enumerate() {
@@ -321,7 +324,10 @@ fn validate(
             steps.push(step);
         }
     }
-    let timeout = raw.timeout.as_ref().and_then(|t| errs.duration("timeout", t));
+    let timeout = raw
+        .timeout
+        .as_ref()
+        .and_then(|t| errs.duration("timeout", t));
 
     if !errs.is_empty() {
         return Err(errs.into_vec());
@@ -350,7 +356,9 @@ fn patterns(
     let values = values.as_ref()?;
     if values.is_empty() {
         // An empty list filters nothing in; say so instead of silently never matching.
-        errs.whole(format!("{field}: empty list; omit the key to match everything"));
+        errs.whole(format!(
+            "{field}: empty list; omit the key to match everything"
+        ));
         return None;
     }
     match PatternList::new(values.iter().map(|v| v.value.as_str()), case_insensitive) {
@@ -381,7 +389,11 @@ fn validate_push(
                     format!(
                         "{field}.sources[{j}]: unknown source {:?} (configured: {})",
                         s.value,
-                        if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
                     ),
                 );
             }
@@ -417,7 +429,11 @@ fn validate_repo(errs: &mut Errors, base: &Path, raw: Option<RawRepo>) -> Repo {
         };
     };
     let path = |v: &Option<Spanned<String>>| v.as_ref().map(|v| resolve_path(base, &v.value));
-    let workspace = match raw.workspace.as_ref().map(|w| (w.value.as_str(), w.referenced)) {
+    let workspace = match raw
+        .workspace
+        .as_ref()
+        .map(|w| (w.value.as_str(), w.referenced))
+    {
         None | Some(("persistent", _)) => WorkspaceMode::Persistent,
         Some(("fresh", _)) => WorkspaceMode::Fresh,
         Some((other, at)) => {
@@ -459,7 +475,10 @@ fn validate_env(
     let mut out = Vec::new();
     for (k, v) in env {
         if !is_env_name(&k) {
-            errs.at(v.referenced, format!("{field}.{k}: not a valid variable name"));
+            errs.at(
+                v.referenced,
+                format!("{field}.{k}: not a valid variable name"),
+            );
         } else if k.starts_with("HOOKD_") {
             errs.at(
                 v.referenced,
@@ -482,7 +501,10 @@ fn validate_step(errs: &mut Errors, i: usize, s: RawStep) -> Option<Step> {
         .unwrap_or(Location::UNKNOWN);
     let name = match &s.name {
         Some(n) if n.value.trim().is_empty() || n.value.contains(['\n', '\r']) => {
-            errs.at(n.referenced, format!("steps[{i}].name: must be a non-empty single line"));
+            errs.at(
+                n.referenced,
+                format!("steps[{i}].name: must be a non-empty single line"),
+            );
             n.value.clone()
         }
         Some(n) => n.value.clone(),
@@ -497,16 +519,27 @@ fn validate_step(errs: &mut Errors, i: usize, s: RawStep) -> Option<Step> {
         }
         (None, Some(a)) => {
             if a.value.is_empty() || a.value[0].is_empty() {
-                errs.at(a.referenced, format!("steps[{i}].argv: needs at least the program"));
+                errs.at(
+                    a.referenced,
+                    format!("steps[{i}].argv: needs at least the program"),
+                );
             }
             Some(StepCommand::Argv(a.value))
         }
         (Some(r), Some(_)) => {
-            errs.at(r.referenced, format!("steps[{i}]: set run or argv, not both"));
+            errs.at(
+                r.referenced,
+                format!("steps[{i}]: set run or argv, not both"),
+            );
             None
         }
         (None, None) => {
-            errs.at(at, format!("steps[{i}]: needs run (a shell script) or argv (a program and its arguments)"));
+            errs.at(
+                at,
+                format!(
+                    "steps[{i}]: needs run (a shell script) or argv (a program and its arguments)"
+                ),
+            );
             None
         }
     };
@@ -518,7 +551,10 @@ fn validate_step(errs: &mut Errors, i: usize, s: RawStep) -> Option<Step> {
         if escapes {
             errs.at(
                 d.referenced,
-                format!("steps[{i}].dir: {:?} must be a relative path inside the checkout", d.value),
+                format!(
+                    "steps[{i}].dir: {:?} must be a relative path inside the checkout",
+                    d.value
+                ),
             );
             None
         } else {
@@ -660,7 +696,10 @@ timeout: 30m
         ];
         for (text, expected) in cases {
             let err = parse(text).expect_err(text);
-            assert!(err.contains(expected), "for {text:?}:\n got: {err}\nwant: {expected}");
+            assert!(
+                err.contains(expected),
+                "for {text:?}:\n got: {err}\nwant: {expected}"
+            );
         }
     }
 
@@ -683,7 +722,10 @@ timeout: 30m
         let mut d = daemon();
         d.pipelines_dir = dir.path().to_path_buf();
         let err = load_pipelines(&d).expect_err("duplicate").to_string();
-        assert!(err.contains("b.yml:1:7: name: pipeline name \"same\" is already used by"), "{err}");
+        assert!(
+            err.contains("b.yml:1:7: name: pipeline name \"same\" is already used by"),
+            "{err}"
+        );
         assert!(err.contains("a.yaml"), "{err}");
     }
 }

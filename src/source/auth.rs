@@ -39,10 +39,22 @@ mod tests {
         let secret = b"It's a Secret to Everybody";
         let sig = "757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
         assert_eq!(hmac_sha256_hex(secret, b"Hello, World!"), sig);
-        assert_eq!(verify_hmac_sha256_hex(secret, b"Hello, World!", sig), Some(true));
-        assert_eq!(verify_hmac_sha256_hex(secret, b"Hello, World?", sig), Some(false));
-        assert_eq!(verify_hmac_sha256_hex(b"other", b"Hello, World!", sig), Some(false));
+        assert_eq!(
+            verify_hmac_sha256_hex(secret, b"Hello, World!", sig),
+            Some(true)
+        );
+        assert_eq!(
+            verify_hmac_sha256_hex(secret, b"Hello, World?", sig),
+            Some(false)
+        );
+        assert_eq!(
+            verify_hmac_sha256_hex(b"other", b"Hello, World!", sig),
+            Some(false)
+        );
         assert_eq!(verify_hmac_sha256_hex(secret, b"Hello, World!", "zz"), None);
-        assert_eq!(verify_hmac_sha256_hex(secret, b"Hello, World!", "abcd"), None);
+        assert_eq!(
+            verify_hmac_sha256_hex(secret, b"Hello, World!", "abcd"),
+            None
+        );
     }
 }

@@ -8,8 +8,8 @@
 //! signature then covers the form bytes).
 
 use super::{
-    opt_str_at, parse_json, str_at, verify_hmac_sha256_hex, AuthError, ParseError, Parsed,
-    Request, Source,
+    opt_str_at, parse_json, str_at, verify_hmac_sha256_hex, AuthError, ParseError, Parsed, Request,
+    Source,
 };
 use crate::config::{Credentials, SourceConfig, SourceKind};
 use crate::event::{Event, IgnoredEvent, PushEvent};
@@ -90,7 +90,9 @@ impl Source for GithubSource {
             ),
             other => (
                 vec![Event::Ignored(IgnoredEvent {
-                    reason: format!("github event type {other:?} starts no pipeline (only push does)"),
+                    reason: format!(
+                        "github event type {other:?} starts no pipeline (only push does)"
+                    ),
                 })],
                 false,
             ),
@@ -251,7 +253,13 @@ mod tests {
     #[test]
     fn every_fixture_parses_into_the_expected_event() {
         // (file, event type, Some((repository, ref, kind, before, after, deletion)) or None for ignored, is_ping)
-        type Push = (&'static str, &'static str, RefKind, Option<&'static str>, Option<&'static str>);
+        type Push = (
+            &'static str,
+            &'static str,
+            RefKind,
+            Option<&'static str>,
+            Option<&'static str>,
+        );
         let cases: &[(&str, &str, Option<Push>, bool)] = &[
             ("ping.json", "ping", None, true),
             ("ping-github-app.json", "ping", None, true),
@@ -271,42 +279,81 @@ mod tests {
             (
                 "push-branch-create.json",
                 "push",
-                Some(("Codertocat/Hello-World", "refs/heads/master", RefKind::Branch, None, Some("6113728f27ae82c7b1a177c8d03f9e96e0adf246"))),
+                Some((
+                    "Codertocat/Hello-World",
+                    "refs/heads/master",
+                    RefKind::Branch,
+                    None,
+                    Some("6113728f27ae82c7b1a177c8d03f9e96e0adf246"),
+                )),
                 false,
             ),
             (
                 "push-branch-delete.json",
                 "push",
-                Some(("bradrydzewski/drone-test-go", "refs/heads/feature-branch", RefKind::Branch, Some("d2b75aa7797ec26b088fa2dd527e9d2c052fcedd"), None)),
+                Some((
+                    "bradrydzewski/drone-test-go",
+                    "refs/heads/feature-branch",
+                    RefKind::Branch,
+                    Some("d2b75aa7797ec26b088fa2dd527e9d2c052fcedd"),
+                    None,
+                )),
                 false,
             ),
             (
                 "push-tag-create.json",
                 "push",
-                Some(("gagbo/app-test-repo", "refs/tags/v0.2.1", RefKind::Tag, None, Some("f19c884ab35c8d243bf9d857d631a5d4f190079f"))),
+                Some((
+                    "gagbo/app-test-repo",
+                    "refs/tags/v0.2.1",
+                    RefKind::Tag,
+                    None,
+                    Some("f19c884ab35c8d243bf9d857d631a5d4f190079f"),
+                )),
                 false,
             ),
             (
                 "push-tag-create-with-base-ref.json",
                 "push",
-                Some(("bradrydzewski/drone-test-go", "refs/tags/v0.0.1", RefKind::Tag, None, Some("d2b75aa7797ec26b088fa2dd527e9d2c052fcedd"))),
+                Some((
+                    "bradrydzewski/drone-test-go",
+                    "refs/tags/v0.0.1",
+                    RefKind::Tag,
+                    None,
+                    Some("d2b75aa7797ec26b088fa2dd527e9d2c052fcedd"),
+                )),
                 false,
             ),
             (
                 "push-tag-delete.json",
                 "push",
-                Some(("Codertocat/Hello-World", "refs/tags/simple-tag", RefKind::Tag, Some("6113728f27ae82c7b1a177c8d03f9e96e0adf246"), None)),
+                Some((
+                    "Codertocat/Hello-World",
+                    "refs/tags/simple-tag",
+                    RefKind::Tag,
+                    Some("6113728f27ae82c7b1a177c8d03f9e96e0adf246"),
+                    None,
+                )),
                 false,
             ),
         ];
-        let fixtures_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/github");
-        let on_disk = std::fs::read_dir(&fixtures_dir).expect("fixtures dir").count();
-        assert_eq!(on_disk, cases.len(), "a GitHub fixture has no expectation here");
+        let fixtures_dir =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/github");
+        let on_disk = std::fs::read_dir(&fixtures_dir)
+            .expect("fixtures dir")
+            .count();
+        assert_eq!(
+            on_disk,
+            cases.len(),
+            "a GitHub fixture has no expectation here"
+        );
         let s = source(None);
         for (file, event_type, expected, is_ping) in cases {
             let body = fixture(file);
             let h = headers(&[(EVENT, event_type), (DELIVERY, "d-1")]);
-            let parsed = s.parse(&request(&h, &body)).unwrap_or_else(|e| panic!("{file}: {e}"));
+            let parsed = s
+                .parse(&request(&h, &body))
+                .unwrap_or_else(|e| panic!("{file}: {e}"));
             assert_eq!(parsed.is_ping, *is_ping, "{file}");
             assert_eq!(parsed.delivery_id.as_deref(), Some("d-1"));
             assert_eq!(parsed.events.len(), 1, "{file}");
@@ -318,7 +365,12 @@ mod tests {
                     assert_eq!(p.ref_kind, *kind, "{file}");
                     assert_eq!(p.before.as_deref(), *before, "{file}");
                     assert_eq!(p.after.as_deref(), *after, "{file}");
-                    assert!(p.clone_url.as_deref().is_some_and(|u| u.starts_with("https://github.com/")), "{file}");
+                    assert!(
+                        p.clone_url
+                            .as_deref()
+                            .is_some_and(|u| u.starts_with("https://github.com/")),
+                        "{file}"
+                    );
                     assert!(p.pusher.is_some(), "{file}");
                 }
                 (e, got) => panic!("{file}: expected {e:?}, got {got:?}"),
@@ -332,16 +384,26 @@ mod tests {
         let form: String = form_urlencoded::Serializer::new(String::new())
             .append_pair("payload", &String::from_utf8_lossy(&json))
             .finish();
-        let h = headers(&[(EVENT, "push"), ("content-type", "application/x-www-form-urlencoded")]);
-        let parsed = source(None).parse(&request(&h, form.as_bytes())).expect("parses");
-        assert!(matches!(&parsed.events[0], Event::Push(p) if p.repository == "binkkatal/sample_app"));
+        let h = headers(&[
+            (EVENT, "push"),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ]);
+        let parsed = source(None)
+            .parse(&request(&h, form.as_bytes()))
+            .expect("parses");
+        assert!(
+            matches!(&parsed.events[0], Event::Push(p) if p.repository == "binkkatal/sample_app")
+        );
     }
 
     #[test]
     fn malformed_payloads_are_parse_errors() {
         let h = headers(&[(EVENT, "push")]);
         let s = source(None);
-        assert!(matches!(s.parse(&request(&h, b"{not json")), Err(ParseError::Json(_))));
+        assert!(matches!(
+            s.parse(&request(&h, b"{not json")),
+            Err(ParseError::Json(_))
+        ));
         assert_eq!(
             s.parse(&request(&h, br#"{"ref": 1}"#)),
             Err(ParseError::Field {

@@ -350,7 +350,13 @@ pub trait Store: Send + Sync {
     /// Records the exact commit a run checked out.
     async fn set_run_commit(&self, id: i64, commit: &str) -> Result<(), StoreError>;
     /// A step began.
-    async fn step_started(&self, run: i64, idx: usize, name: &str, now: i64) -> Result<(), StoreError>;
+    async fn step_started(
+        &self,
+        run: i64,
+        idx: usize,
+        name: &str,
+        now: i64,
+    ) -> Result<(), StoreError>;
     /// A step ended.
     async fn step_finished(
         &self,

@@ -45,7 +45,10 @@ pub struct SqliteStore {
 
 fn configure(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     conn.busy_timeout(Duration::from_secs(5))
-        .map_err(StoreError::sqlite(format!("set busy timeout on {}", path.display())))?;
+        .map_err(StoreError::sqlite(format!(
+            "set busy timeout on {}",
+            path.display()
+        )))?;
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = FULL;
@@ -262,7 +265,8 @@ fn checkpoint_loop(conn: Connection, stop: mpsc::Receiver<()>) {
     // Until the store closes (the sender is dropped), move WAL pages into the
     // database every half second, off the commit path.
     while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(Duration::from_millis(500)) {
-        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0)) {
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0))
+        {
             tracing::debug!(error = %e, "wal checkpoint failed");
         }
     }
@@ -272,7 +276,11 @@ fn to_json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".to_string())
 }
 
-fn decode<T: serde::de::DeserializeOwned>(what: &'static str, id: i64, s: &str) -> Result<T, StoreError> {
+fn decode<T: serde::de::DeserializeOwned>(
+    what: &'static str,
+    id: i64,
+    s: &str,
+) -> Result<T, StoreError> {
     serde_json::from_str(s).map_err(|e| StoreError::Corrupt {
         what,
         id,
@@ -485,7 +493,13 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn step_started(&self, run: i64, idx: usize, name: &str, now: i64) -> Result<(), StoreError> {
+    async fn step_started(
+        &self,
+        run: i64,
+        idx: usize,
+        name: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
         let name = name.to_string();
         self.write(move |txn| {
             txn.execute(
@@ -493,7 +507,9 @@ impl Store for SqliteStore {
                  VALUES (?1, ?2, ?3, 'running', ?4)",
                 params![run, idx as i64, name, now],
             )
-            .map_err(StoreError::sqlite(format!("record start of step {idx} of run {run}")))?;
+            .map_err(StoreError::sqlite(format!(
+                "record start of step {idx} of run {run}"
+            )))?;
             Ok(())
         })
         .await
@@ -513,7 +529,9 @@ impl Store for SqliteStore {
                  WHERE run_id = ?1 AND idx = ?2",
                 params![run, idx as i64, status.as_str(), exit_code, now],
             )
-            .map_err(StoreError::sqlite(format!("record end of step {idx} of run {run}")))?;
+            .map_err(StoreError::sqlite(format!(
+                "record end of step {idx} of run {run}"
+            )))?;
             Ok(())
         })
         .await
@@ -570,7 +588,13 @@ impl Store for SqliteStore {
                 .map_err(StoreError::sqlite("prepare steps"))?;
             let rows = stmt
                 .query_map([id], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                    ))
                 })
                 .map_err(StoreError::sqlite(format!("read steps of run {id}")))?;
             for row in rows {
@@ -619,7 +643,9 @@ impl Store for SqliteStore {
                 .map_err(StoreError::sqlite("list runs"))?;
             let mut out = Vec::new();
             for row in rows {
-                out.push(finish_run_row(row.map_err(StoreError::sqlite("read run row"))?)?);
+                out.push(finish_run_row(
+                    row.map_err(StoreError::sqlite("read run row"))?,
+                )?);
             }
             Ok(out)
         })
@@ -668,9 +694,11 @@ impl Store for SqliteStore {
 
     async fn delivery_body(&self, id: i64) -> Result<Option<Vec<u8>>, StoreError> {
         self.read(move |conn| {
-            conn.query_row("SELECT body FROM deliveries WHERE id = ?1", [id], |r| r.get(0))
-                .optional()
-                .map_err(StoreError::sqlite(format!("read body of delivery {id}")))
+            conn.query_row("SELECT body FROM deliveries WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(StoreError::sqlite(format!("read body of delivery {id}")))
         })
         .await
     }
@@ -736,10 +764,17 @@ mod tests {
         assert_eq!(again.runs, first.runs);
         assert_eq!(again.skipped, first.skipped);
         // Without a provider id nothing is deduplicated.
-        let other = store.record_delivery(delivery(None, &["deploy"])).await.expect("record");
+        let other = store
+            .record_delivery(delivery(None, &["deploy"]))
+            .await
+            .expect("record");
         assert_ne!(other.delivery, first.delivery);
 
-        let d = store.delivery(first.delivery).await.expect("read").expect("exists");
+        let d = store
+            .delivery(first.delivery)
+            .await
+            .expect("read")
+            .expect("exists");
         assert_eq!(d.provider_delivery_id.as_deref(), Some("g-1"));
         assert_eq!(d.runs, first.runs);
         assert_eq!(
@@ -747,23 +782,38 @@ mod tests {
             Some(b"{\"ref\":\"refs/heads/main\"}".to_vec())
         );
         let queued = store.queued_runs(10).await.expect("queued");
-        assert_eq!(queued.iter().map(|q| q.id).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(
+            queued.iter().map(|q| q.id).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
     }
 
     #[tokio::test]
     async fn run_lifecycle_and_crash_recovery() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = SqliteStore::open(dir.path()).expect("open");
-        let rec = store.record_delivery(delivery(None, &["a", "b"])).await.expect("record");
+        let rec = store
+            .record_delivery(delivery(None, &["a", "b"]))
+            .await
+            .expect("record");
         let (a, b) = (rec.runs[0].id, rec.runs[1].id);
         assert!(store.start_run(a, 10).await.expect("start"));
-        assert!(!store.start_run(a, 11).await.expect("start twice"), "only queued runs start");
+        assert!(
+            !store.start_run(a, 11).await.expect("start twice"),
+            "only queued runs start"
+        );
         store.step_started(a, 0, "plan", 12).await.expect("step");
-        store.step_finished(a, 0, StepStatus::Succeeded, Some(0), 13).await.expect("step end");
+        store
+            .step_finished(a, 0, StepStatus::Succeeded, Some(0), 13)
+            .await
+            .expect("step end");
         store.step_started(a, 1, "apply", 14).await.expect("step");
         store.set_run_commit(a, "c3").await.expect("commit");
         assert!(store.start_run(b, 15).await.expect("start"));
-        store.finish_run(b, RunStatus::Failed, Some("boom"), 16).await.expect("finish");
+        store
+            .finish_run(b, RunStatus::Failed, Some("boom"), 16)
+            .await
+            .expect("finish");
         drop(store);
 
         // "Crash": reopen; the running run becomes interrupted, with its running step.
@@ -776,16 +826,27 @@ mod tests {
         assert_eq!(run.steps[0].exit_code, Some(0));
         assert_eq!(run.steps[1].status, StepStatus::Interrupted);
         let failed = store
-            .runs(RunFilter { status: Some(RunStatus::Failed), limit: 10, ..Default::default() })
+            .runs(RunFilter {
+                status: Some(RunStatus::Failed),
+                limit: 10,
+                ..Default::default()
+            })
             .await
             .expect("list");
         assert_eq!(failed.len(), 1);
         assert_eq!(failed[0].reason.as_deref(), Some("boom"));
         let by_pipeline = store
-            .runs(RunFilter { pipeline: Some("a".into()), limit: 10, ..Default::default() })
+            .runs(RunFilter {
+                pipeline: Some("a".into()),
+                limit: 10,
+                ..Default::default()
+            })
             .await
             .expect("list");
-        assert_eq!(by_pipeline.iter().map(|r| r.id).collect::<Vec<_>>(), vec![a]);
+        assert_eq!(
+            by_pipeline.iter().map(|r| r.id).collect::<Vec<_>>(),
+            vec![a]
+        );
     }
 
     #[tokio::test]
@@ -817,7 +878,10 @@ mod tests {
         Connection::open(dir.path().join("hookd.db"))
             .and_then(|c| c.pragma_update(None, "user_version", 99))
             .expect("bump version");
-        let err = SqliteStore::open(dir.path()).err().expect("refused").to_string();
+        let err = SqliteStore::open(dir.path())
+            .err()
+            .expect("refused")
+            .to_string();
         assert!(err.contains("schema version 99 is newer"), "{err}");
     }
 }

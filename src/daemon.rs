@@ -1,0 +1,163 @@
+//! `hookd serve`: wires config, store, scheduler and server together, and
+//! owns the one shutdown sequence.
+//!
+//! Shutdown order (SIGTERM / SIGINT): stop accepting webhooks → start no new
+//! run or step → let running steps finish within `shutdown_grace` → SIGTERM
+//! their process groups, SIGKILL after `kill_grace` → mark those runs
+//! `interrupted` → close the store (flushes the writer).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use anyhow::Context;
+use tokio::sync::Notify;
+
+use crate::config::{DaemonConfig, Pipeline};
+use crate::scheduler::Scheduler;
+use crate::source::{self, Source};
+use crate::store::{SqliteStore, Store};
+
+/// State shared by the server and the scheduler.
+pub struct Shared {
+    /// The validated daemon config.
+    pub config: DaemonConfig,
+    /// Sources by name.
+    pub sources: BTreeMap<String, Box<dyn Source>>,
+    /// The store.
+    pub store: Arc<dyn Store>,
+    pipelines: RwLock<Arc<Vec<Arc<Pipeline>>>>,
+    wake: Notify,
+}
+
+impl Shared {
+    /// Builds the shared state from validated parts.
+    pub fn new(config: DaemonConfig, pipelines: Vec<Pipeline>, store: Arc<dyn Store>) -> Shared {
+        let sources = config
+            .sources
+            .values()
+            .map(|s| (s.name.clone(), source::build(s)))
+            .collect();
+        Shared {
+            config,
+            sources,
+            store,
+            pipelines: RwLock::new(Arc::new(pipelines.into_iter().map(Arc::new).collect())),
+            wake: Notify::new(),
+        }
+    }
+
+    /// The current pipeline set (a snapshot: runs keep the definition they started with).
+    pub fn pipelines(&self) -> Arc<Vec<Arc<Pipeline>>> {
+        match self.pipelines.read() {
+            Ok(p) => Arc::clone(&p),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// One pipeline by name.
+    pub fn pipeline(&self, name: &str) -> Option<Arc<Pipeline>> {
+        self.pipelines().iter().find(|p| p.name == name).cloned()
+    }
+
+    /// Tells the scheduler that runs may be waiting.
+    pub fn wake_scheduler(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Waits until [`Shared::wake_scheduler`] is called.
+    pub async fn woken(&self) {
+        self.wake.notified().await;
+    }
+
+    /// Directory of one run's log and files.
+    pub fn run_dir(&self, run: i64) -> PathBuf {
+        self.config.data_dir.join("runs").join(run.to_string())
+    }
+
+    /// Every secret value hookd knows, for redaction from run logs.
+    pub fn secrets(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .config
+            .sources
+            .values()
+            .flat_map(|s| s.credentials.secrets())
+            .collect();
+        if let Some(t) = &self.config.admin_token {
+            out.push(t.expose().to_string());
+        }
+        out
+    }
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn serve(config: DaemonConfig, pipelines: Vec<Pipeline>) -> anyhow::Result<()> {
+    for s in config.sources.values() {
+        if s.credentials.is_empty() {
+            tracing::warn!(
+                source = %s.name,
+                "source has no credentials configured: it accepts loopback senders only"
+            );
+        }
+    }
+    // Steps' orphaned grandchildren become our children so that a step's
+    // process group can be reaped completely (see runner).
+    if let Err(e) = crate::runner::adopt_orphans() {
+        tracing::warn!(error = %e, "cannot become a child subreaper; killed grandchildren of steps may linger as zombies");
+    }
+    if config.admin_token.is_none() {
+        tracing::info!("no admin_token_file configured: the API serves loopback clients only");
+    }
+    let data_dir = config.data_dir.clone();
+    let store = tokio::task::spawn_blocking(move || SqliteStore::open(&data_dir))
+        .await
+        .context("store start-up task failed")?
+        .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
+    let store = Arc::new(store);
+    let interrupted = store
+        .recover(crate::clock::now_ms())
+        .await
+        .context("cannot recover runs left running")?;
+    if !interrupted.is_empty() {
+        tracing::warn!(runs = ?interrupted, "runs were running when hookd stopped; marked interrupted");
+    }
+
+    let shared = Arc::new(Shared::new(config, pipelines, store.clone()));
+    let scheduler = Scheduler::new(Arc::clone(&shared));
+    let scheduler_task = tokio::spawn(Arc::clone(&scheduler).run());
+
+    let bound = crate::server::bind(Arc::clone(&shared))
+        .with_context(|| format!("cannot listen on {}", shared.config.listen))?;
+    let handle = bound.server.handle();
+    let server_task = tokio::spawn(bound.server);
+    tracing::info!(
+        addr = %bound.addr,
+        pipelines = shared.pipelines().len(),
+        data_dir = %shared.config.data_dir.display(),
+        "hookd listening on http://{}",
+        bound.addr
+    );
+    shared.wake_scheduler();
+
+    let signal = wait_for_signal().await?;
+    tracing::info!(signal, "shutting down: no new webhooks, no new runs");
+    handle.stop(true).await;
+    scheduler.shutdown().await;
+    let _ = scheduler_task.await;
+    let _ = server_task.await;
+    tokio::task::spawn_blocking(move || store.close())
+        .await
+        .context("store close task failed")?;
+    tracing::info!("hookd stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<&'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}

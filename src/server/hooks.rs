@@ -1,0 +1,192 @@
+//! `POST /hooks/{source}`: size check → authenticate on the raw bytes →
+//! parse → match → one durable transaction → 202 (200 for pings and
+//! duplicates).
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::StreamExt;
+use serde::Serialize;
+
+use super::{error, is_loopback, unavailable};
+use crate::daemon::Shared;
+use crate::event::Event;
+use crate::matcher::{match_events, Skip};
+use crate::source::Request;
+use crate::store::{NewDelivery, NewRun, RunRef};
+
+/// The answer to an accepted webhook.
+#[derive(Debug, Serialize)]
+struct Accepted<'a> {
+    delivery: i64,
+    event: &'a str,
+    runs: Vec<RunRef>,
+    skipped: Vec<Skip>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    duplicate: bool,
+}
+
+enum BodyError {
+    TooLarge,
+    Read(String),
+}
+
+async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<Vec<u8>, BodyError> {
+    let declared = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = Vec::with_capacity(declared.unwrap_or(0).min(limit));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| BodyError::Read(e.to_string()))?;
+        if body.len() + chunk.len() > limit {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Receives one webhook.
+pub(super) async fn receive(
+    req: HttpRequest,
+    payload: web::Payload,
+    path: web::Path<String>,
+    shared: web::Data<Shared>,
+) -> HttpResponse {
+    let source_name = path.into_inner();
+    let Some(source) = shared.sources.get(&source_name) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("unknown source {source_name:?}"),
+        );
+    };
+    if req.method() != actix_web::http::Method::POST {
+        return error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{} sources receive POST requests", source.kind().as_str()),
+        );
+    }
+    let body = match read_body(&req, payload, shared.config.max_body_bytes).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge) => {
+            tracing::warn!(source = %source_name, limit = shared.config.max_body_bytes, "refused webhook: body too large");
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "body larger than max_body_bytes ({} bytes)",
+                    shared.config.max_body_bytes
+                ),
+            );
+        }
+        Err(BodyError::Read(e)) => {
+            return error(StatusCode::BAD_REQUEST, format!("cannot read body: {e}"));
+        }
+    };
+    let headers: Vec<(String, String)> = req
+        .headers()
+        .iter()
+        .filter_map(|(k, v)| {
+            v.to_str()
+                .ok()
+                .map(|v| (k.as_str().to_ascii_lowercase(), v.to_string()))
+        })
+        .collect();
+    let request = Request {
+        method: req.method().as_str(),
+        headers: &headers,
+        query: req.query_string(),
+        body: &body,
+        from_loopback: is_loopback(req.peer_addr()),
+    };
+    if let Err(e) = source.authenticate(&request) {
+        tracing::warn!(source = %source_name, peer = ?req.peer_addr(), reason = %e, "refused webhook: authentication failed");
+        return error(StatusCode::UNAUTHORIZED, e);
+    }
+    let parsed = match source.parse(&request) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(source = %source_name, reason = %e, "refused webhook: malformed");
+            return error(StatusCode::BAD_REQUEST, e);
+        }
+    };
+
+    let pipelines = shared.pipelines();
+    let outcome = match_events(&source_name, &parsed.events, &pipelines);
+    let runs = outcome
+        .matches
+        .iter()
+        .map(|m| {
+            let pipeline = &pipelines[m.pipeline];
+            let event = &parsed.events[m.event];
+            let (git_ref, commit) = match event {
+                Event::Push(p) => (Some(p.git_ref.clone()), p.after.clone()),
+                _ => (None, None),
+            };
+            NewRun {
+                pipeline: pipeline.name.clone(),
+                concurrency_group: pipeline.concurrency_group.clone(),
+                trigger: event.kind().to_string(),
+                event: event.clone(),
+                git_ref,
+                commit,
+            }
+        })
+        .collect();
+    let kept: Vec<(String, String)> = headers
+        .iter()
+        .filter(|(k, _)| source.kept_headers().contains(&k.as_str()))
+        .cloned()
+        .collect();
+    let delivery = NewDelivery {
+        source: source_name.clone(),
+        event_type: parsed.event_type.clone(),
+        provider_delivery_id: parsed.delivery_id.clone(),
+        received_at: crate::clock::now_ms(),
+        headers: kept,
+        body,
+        events: parsed.events,
+        skipped: outcome.skipped,
+        runs,
+    };
+    let recorded = match shared.store.record_delivery(delivery).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(source = %source_name, error = %e, "cannot store delivery; answering 503");
+            return unavailable(format!("cannot store the delivery: {e}"));
+        }
+    };
+    if recorded.duplicate {
+        tracing::info!(delivery = recorded.delivery, source = %source_name, provider_delivery_id = ?parsed.delivery_id, "duplicate delivery; nothing new runs");
+    } else {
+        tracing::info!(
+            delivery = recorded.delivery,
+            source = %source_name,
+            event = %parsed.event_type,
+            runs = ?recorded.runs.iter().map(|r| r.id).collect::<Vec<_>>(),
+            "accepted delivery"
+        );
+        if !recorded.runs.is_empty() {
+            shared.wake_scheduler();
+        }
+    }
+    let status = if recorded.duplicate || parsed.is_ping {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    HttpResponse::build(status).json(Accepted {
+        delivery: recorded.delivery,
+        event: &parsed.event_type,
+        runs: recorded.runs,
+        skipped: recorded.skipped,
+        duplicate: recorded.duplicate,
+    })
+}
