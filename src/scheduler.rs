@@ -279,11 +279,11 @@ impl Scheduler {
         let checkout = match checkout {
             Ok(c) => c,
             Err(e) if stop.is_cancelled() => {
-                log.line("hookd", Stream::Hookd, &format!("checkout stopped: {e}"));
+                log.line("run", Stream::Hookd, &format!("checkout stopped: {e}"));
                 return Ok(stopped(RunStatus::Cancelled));
             }
             Err(e) => {
-                log.line("hookd", Stream::Hookd, &format!("checkout failed: {e}"));
+                log.line("run", Stream::Hookd, &format!("checkout failed: {e}"));
                 return Err(format!("checkout failed: {e}"));
             }
         };
@@ -361,7 +361,7 @@ impl Scheduler {
         for (idx, step) in pipeline.steps.iter().enumerate() {
             if self.shared_draining() {
                 let msg = format!("hookd shut down before step {} started", step.name);
-                log.line("hookd", Stream::Hookd, &msg);
+                log.line("run", Stream::Hookd, &msg);
                 return StepsEnd::Drained(msg);
             }
             let dir = match &step.dir {

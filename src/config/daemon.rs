@@ -233,11 +233,14 @@ fn validate(
         .and_then(Path::parent)
         .map(Path::to_path_buf)
         .unwrap_or_default();
+    // Everything is resolved to absolute paths now: steps run in other
+    // directories and must still find HOOKD_*_FILE paths under data_dir.
     let base = if base.as_os_str().is_empty() {
         PathBuf::from(".")
     } else {
         base
     };
+    let base = std::path::absolute(&base).unwrap_or(base);
     let mut path_of = |errs: &mut Errors, field: &str, v: &Spanned<String>| -> Option<PathBuf> {
         match expand_env(&v.value) {
             Ok(s) => Some(resolve_path(&base, &s)),
@@ -268,12 +271,9 @@ fn validate(
         Some(v) => path_of(&mut errs, "data_dir", v).unwrap_or_default(),
         None => match std::env::var_os("STATE_DIRECTORY") {
             // systemd's StateDirectory= may list several, separated by ':'.
-            Some(dirs) => PathBuf::from(
-                dirs.to_string_lossy()
-                    .split(':')
-                    .next()
-                    .unwrap_or_default()
-                    .to_string(),
+            Some(dirs) => resolve_path(
+                &base,
+                dirs.to_string_lossy().split(':').next().unwrap_or_default(),
             ),
             None => base.join("data"),
         },
