@@ -244,7 +244,7 @@ impl Scheduler {
         let repo = self.repo_spec(pipeline, &run.event)?;
         let target = target_of(pipeline, &run)?;
         log.line(
-            "hookd",
+            "run",
             Stream::Hookd,
             &format!(
                 "fetching {} ({})",
@@ -264,7 +264,7 @@ impl Scheduler {
                 Ok(r) => r,
                 Err(_) => {
                     log.line(
-                        "hookd",
+                        "run",
                         Stream::Hookd,
                         "run timeout reached during checkout",
                     );
@@ -288,7 +288,7 @@ impl Scheduler {
             }
         };
         log.line(
-            "hookd",
+            "run",
             Stream::Hookd,
             &format!(
                 "checked out {} in {:.2}s",
@@ -348,7 +348,7 @@ impl Scheduler {
         let changed = self.changed_files(&run.event, url, checkout).await;
         if let Err(e) = &changed {
             log.line(
-                "hookd",
+                "run",
                 Stream::Hookd,
                 &format!("cannot compute changed files: {e}"),
             );
