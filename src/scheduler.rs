@@ -263,11 +263,7 @@ impl Scheduler {
             Some(d) => match tokio::time::timeout_at(d, prepare).await {
                 Ok(r) => r,
                 Err(_) => {
-                    log.line(
-                        "run",
-                        Stream::Hookd,
-                        "run timeout reached during checkout",
-                    );
+                    log.line("run", Stream::Hookd, "run timeout reached during checkout");
                     return Ok((
                         RunStatus::TimedOut,
                         Some("run timeout reached during checkout".into()),
