@@ -13,10 +13,11 @@ use std::sync::{Arc, RwLock};
 use anyhow::Context;
 use tokio::sync::Notify;
 
-use crate::config::{DaemonConfig, Pipeline};
-use crate::scheduler::Scheduler;
+use crate::config::{DaemonConfig, OnNewEvent, Pipeline};
+use crate::event::Event;
+use crate::scheduler::{ActiveRuns, Scheduler};
 use crate::source::{self, Source};
-use crate::store::{SqliteStore, Store};
+use crate::store::{NewRun, Recorded, RetryPlan, RetryPolicy, RunOrigin, SqliteStore, Store};
 
 /// State shared by the server and the scheduler.
 pub struct Shared {
@@ -26,6 +27,8 @@ pub struct Shared {
     pub sources: BTreeMap<String, Box<dyn Source>>,
     /// The store.
     pub store: Arc<dyn Store>,
+    /// The runs executing now.
+    pub active: ActiveRuns,
     pipelines: RwLock<Arc<Vec<Arc<Pipeline>>>>,
     wake: Notify,
 }
@@ -42,6 +45,7 @@ impl Shared {
             config,
             sources,
             store,
+            active: ActiveRuns::default(),
             pipelines: RwLock::new(Arc::new(pipelines.into_iter().map(Arc::new).collect())),
             wake: Notify::new(),
         }
@@ -68,6 +72,53 @@ impl Shared {
     /// Waits until [`Shared::wake_scheduler`] is called.
     pub async fn woken(&self) {
         self.wake.notified().await;
+    }
+
+    /// The run to queue for `pipeline` and `event`.
+    pub fn new_run(pipeline: &Pipeline, event: &Event, origin: RunOrigin) -> NewRun {
+        let (git_ref, commit) = match event {
+            Event::Push(p) => (Some(p.git_ref.clone()), p.after.clone()),
+            Event::Manual(m) => (m.git_ref.clone(), m.commit.clone()),
+            Event::Ignored(_) => (None, None),
+        };
+        NewRun {
+            pipeline: pipeline.name.clone(),
+            concurrency_group: pipeline.concurrency_group.clone(),
+            trigger: event.kind().to_string(),
+            event: event.clone(),
+            git_ref,
+            commit,
+            origin,
+            supersede: pipeline.on_new_event != OnNewEvent::Queue,
+        }
+    }
+
+    /// After new runs are committed: under `on_new_event: cancel`, stop the
+    /// older running runs of their groups; then wake the scheduler.
+    pub fn runs_queued(&self, recorded: &Recorded) {
+        for run in &recorded.runs {
+            let Some(pipeline) = self.pipeline(&run.pipeline) else {
+                continue;
+            };
+            if pipeline.on_new_event == OnNewEvent::Cancel {
+                let reason = format!(
+                    "cancelled: run {} of concurrency group {} replaces it (on_new_event: cancel)",
+                    run.id, pipeline.concurrency_group
+                );
+                let stopped =
+                    self.active
+                        .cancel_older_in_group(&pipeline.concurrency_group, run.id, &reason);
+                if !stopped.is_empty() {
+                    tracing::info!(run = run.id, cancelled = ?stopped, "newer event cancels running runs");
+                }
+            }
+        }
+        if !recorded.superseded.is_empty() {
+            tracing::info!(superseded = ?recorded.superseded, "newer event superseded queued runs");
+        }
+        if !recorded.runs.is_empty() {
+            self.wake_scheduler();
+        }
     }
 
     /// Directory of one run's log and files.
@@ -114,17 +165,56 @@ pub async fn serve(config: DaemonConfig, pipelines: Vec<Pipeline>) -> anyhow::Re
         .context("store start-up task failed")?
         .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
     let store = Arc::new(store);
-    let interrupted = store
-        .recover(crate::clock::now_ms())
+    let policies: std::collections::HashMap<String, (u32, std::time::Duration, bool)> = pipelines
+        .iter()
+        .map(|p| {
+            (
+                p.name.clone(),
+                (
+                    p.retry.attempts,
+                    p.retry.backoff,
+                    p.on_new_event != OnNewEvent::Queue,
+                ),
+            )
+        })
+        .collect();
+    let retry: RetryPolicy = Box::new(move |pipeline, attempt| {
+        let (attempts, backoff, only_if_no_newer) = policies.get(pipeline)?;
+        (attempt < i64::from(*attempts)).then(|| RetryPlan {
+            not_before: crate::clock::now_ms()
+                + i64::try_from(crate::scheduler::retry_delay(*backoff, attempt).as_millis())
+                    .unwrap_or(0),
+            only_if_no_newer: *only_if_no_newer,
+        })
+    });
+    let recovered = store
+        .recover(crate::clock::now_ms(), retry)
         .await
         .context("cannot recover runs left running")?;
-    if !interrupted.is_empty() {
-        tracing::warn!(runs = ?interrupted, "runs were running when hookd stopped; marked interrupted");
+    for r in &recovered {
+        // The previous process died; its steps may still be running. Stop
+        // them before anything of their group can start again.
+        let (id, pgids) = (r.id, r.pgids.clone());
+        let killed = tokio::task::spawn_blocking(move || {
+            pgids
+                .iter()
+                .map(|pgid| crate::runner::kill_leftover_group(*pgid, id))
+                .sum::<usize>()
+        })
+        .await
+        .unwrap_or(0);
+        tracing::warn!(
+            run = r.id,
+            retry = ?r.retry,
+            leftover_processes_killed = killed,
+            "run was running when hookd stopped; marked interrupted"
+        );
     }
 
     let shared = Arc::new(Shared::new(config, pipelines, store.clone()));
     let scheduler = Scheduler::new(Arc::clone(&shared));
     let scheduler_task = tokio::spawn(Arc::clone(&scheduler).run());
+    let retention_task = tokio::spawn(Arc::clone(&scheduler).retention_loop());
 
     let bound = crate::server::bind(Arc::clone(&shared))
         .with_context(|| format!("cannot listen on {}", shared.config.listen))?;
@@ -144,6 +234,7 @@ pub async fn serve(config: DaemonConfig, pipelines: Vec<Pipeline>) -> anyhow::Re
     handle.stop(true).await;
     scheduler.shutdown().await;
     let _ = scheduler_task.await;
+    let _ = retention_task.await;
     let _ = server_task.await;
     tokio::task::spawn_blocking(move || store.close())
         .await

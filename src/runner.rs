@@ -520,6 +520,20 @@ pub async fn run_step(
     stop: &CancellationToken,
     grace: Duration,
 ) -> Result<StepOutcome, RunnerError> {
+    run_step_with(spec, log, deadline, stop, grace, |_| {}).await
+}
+
+/// [`run_step`], calling `on_spawn` with the step's process group id as soon
+/// as the child exists (the scheduler records it, so that a restart after a
+/// crash can find and kill what was left running).
+pub async fn run_step_with(
+    spec: &StepSpec,
+    log: &RunLog,
+    deadline: Option<Instant>,
+    stop: &CancellationToken,
+    grace: Duration,
+    on_spawn: impl FnOnce(i32),
+) -> Result<StepOutcome, RunnerError> {
     let name = spec.name.as_str();
     let started = Instant::now();
     let started_at = OffsetDateTime::now_utc();
@@ -531,6 +545,7 @@ pub async fn run_step(
             return Err(error);
         }
     };
+    on_spawn(process.pgid.as_raw());
     log.line(
         name,
         Stream::Hookd,
@@ -949,6 +964,53 @@ impl LineFramer {
             self.partial.clear();
         }
     }
+}
+
+/// Kills what a previous hookd process left of run `run_id`'s step in
+/// process group `pgid` (after a crash the steps' processes outlive hookd).
+/// Only processes of that group whose environment says `HOOKD_RUN_ID=<run_id>`
+/// count, so a recycled group id never hits an unrelated process. Blocking
+/// (reads `/proc`): call it from a blocking context. Returns how many
+/// processes were found.
+pub fn kill_leftover_group(pgid: i32, run_id: i64) -> usize {
+    let marker = format!("HOOKD_RUN_ID={run_id}");
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut found = 0;
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // Field 5 of /proc/PID/stat is the process group; the command name
+        // (field 2) is in parentheses and may contain spaces.
+        let in_group = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| {
+                let after = stat.rsplit_once(')')?.1;
+                after.split_whitespace().nth(2)?.parse::<i32>().ok()
+            })
+            == Some(pgid);
+        if !in_group {
+            continue;
+        }
+        let ours = std::fs::read(format!("/proc/{pid}/environ"))
+            .map(|env| env.split(|b| *b == 0).any(|var| var == marker.as_bytes()))
+            .unwrap_or(false);
+        if ours {
+            found += 1;
+        }
+    }
+    if found > 0 {
+        if let Err(e) = killpg(Pid::from_raw(pgid), Signal::SIGKILL) {
+            tracing::warn!(pgid, run = run_id, error = %e, "cannot kill a leftover process group");
+        }
+    }
+    found
 }
 
 #[cfg(test)]

@@ -1,10 +1,13 @@
 //! Picks queued runs and executes them: concurrency groups, the global
-//! parallelism limit, checkout, steps, and the run's final status.
+//! parallelism limit, retries, cancellation, checkout, steps, and the run's
+//! final status.
 //!
 //! Invariants: the store is the queue (a restart finds every queued run);
-//! at most one run per concurrency group and `max_parallel_runs` in all run
-//! at once; a run ends in exactly one terminal status, written before its
-//! group is released; on shutdown no new run or step starts.
+//! within a concurrency group runs start in queue order (a retry keeps its
+//! original's place, and a retry waiting for its backoff holds the group);
+//! at most one run per group and `max_parallel_runs` in all run at once; a
+//! run ends in exactly one terminal status, written (with its retry, if any)
+//! before its group is released; on shutdown no new run or step starts.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -16,34 +19,133 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::clock::now_ms;
-use crate::config::{Pipeline, StepCommand, WorkspaceMode};
+use crate::config::{OnNewEvent, Pipeline, StepCommand, WorkspaceMode};
 use crate::daemon::Shared;
 use crate::event::{Event, RefKind};
 use crate::runner::{self, RunLog, StepEnd, StepSpec, Stream};
-use crate::store::{RunRecord, RunStatus, StepStatus};
+use crate::store::{RetryPlan, RunRecord, RunStatus, StepStatus};
 use crate::workspace::{self, Checkout, RepoSpec, Target, Workspaces};
 
 /// Why a running run was told to stop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum StopReason {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopReason {
     /// hookd is shutting down and the grace period ran out.
     Shutdown,
+    /// An operator or a policy cancelled it; the text says who and why.
+    Cancelled(String),
 }
 
 struct Active {
+    group: String,
     stop: CancellationToken,
     reason: Arc<Mutex<Option<StopReason>>>,
+}
+
+/// The runs executing now, by id: how the server and the scheduler reach a
+/// running run to stop it.
+#[derive(Default)]
+pub struct ActiveRuns {
+    runs: Mutex<HashMap<i64, Active>>,
+}
+
+/// A run's stop handle: the token its steps watch and why it fired.
+type StopHandle = (CancellationToken, Arc<Mutex<Option<StopReason>>>);
+
+impl ActiveRuns {
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<i64, Active>) -> T) -> T {
+        match self.runs.lock() {
+            Ok(mut g) => f(&mut g),
+            Err(poisoned) => f(&mut poisoned.into_inner()),
+        }
+    }
+
+    fn register(&self, id: i64, group: &str) -> StopHandle {
+        let active = Active {
+            group: group.to_string(),
+            stop: CancellationToken::new(),
+            reason: Arc::new(Mutex::new(None)),
+        };
+        let handle = (active.stop.clone(), Arc::clone(&active.reason));
+        self.with(|runs| runs.insert(id, active));
+        handle
+    }
+
+    fn remove(&self, id: i64) {
+        self.with(|runs| runs.remove(&id));
+    }
+
+    /// How many runs execute now.
+    pub fn len(&self) -> usize {
+        self.with(|runs| runs.len())
+    }
+
+    /// True when nothing executes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn group_busy(&self, group: &str) -> bool {
+        self.with(|runs| runs.values().any(|a| a.group == group))
+    }
+
+    /// Stops a running run; false when it is not running here.
+    pub fn cancel(&self, id: i64, reason: StopReason) -> bool {
+        self.with(|runs| match runs.get(&id) {
+            Some(a) => {
+                if let Ok(mut r) = a.reason.lock() {
+                    r.get_or_insert(reason);
+                }
+                a.stop.cancel();
+                true
+            }
+            None => false,
+        })
+    }
+
+    /// Stops the running runs of `group` older than `newer`; returns their ids.
+    pub fn cancel_older_in_group(&self, group: &str, newer: i64, reason: &str) -> Vec<i64> {
+        let ids: Vec<i64> = self.with(|runs| {
+            runs.iter()
+                .filter(|(id, a)| a.group == group && **id < newer)
+                .map(|(id, _)| *id)
+                .collect()
+        });
+        for id in &ids {
+            self.cancel(*id, StopReason::Cancelled(reason.to_string()));
+        }
+        ids
+    }
+
+    fn stop_all(&self, reason: StopReason) {
+        let ids: Vec<i64> = self.with(|runs| runs.keys().copied().collect());
+        for id in ids {
+            self.cancel(id, reason.clone());
+        }
+    }
 }
 
 /// The scheduler: one per daemon.
 pub struct Scheduler {
     shared: Arc<Shared>,
     workspaces: Workspaces,
-    busy_groups: Mutex<HashSet<String>>,
-    active: Mutex<HashMap<i64, Active>>,
     tracker: TaskTracker,
     /// Set when shutdown begins: dispatch nothing, start no further step.
     draining: CancellationToken,
+}
+
+/// How a run ended.
+struct RunEnd {
+    status: RunStatus,
+    reason: Option<String>,
+}
+
+impl RunEnd {
+    fn new(status: RunStatus, reason: impl Into<Option<String>>) -> RunEnd {
+        RunEnd {
+            status,
+            reason: reason.into(),
+        }
+    }
 }
 
 impl Scheduler {
@@ -56,8 +158,6 @@ impl Scheduler {
         Arc::new(Scheduler {
             shared,
             workspaces,
-            busy_groups: Mutex::new(HashSet::new()),
-            active: Mutex::new(HashMap::new()),
             tracker: TaskTracker::new(),
             draining: CancellationToken::new(),
         })
@@ -66,13 +166,22 @@ impl Scheduler {
     /// Dispatch loop; returns when shutdown begins.
     pub async fn run(self: Arc<Self>) {
         loop {
-            if let Err(e) = self.dispatch().await {
-                tracing::error!(error = %e, "scheduler cannot read the queue; retrying");
+            let next_due = match self.dispatch().await {
+                Ok(due) => due,
+                Err(e) => {
+                    tracing::error!(error = %e, "scheduler cannot read the queue; retrying");
+                    None
+                }
+            };
+            // A safety net: queued runs are found even if a wake-up is missed.
+            let mut wait = Duration::from_secs(5);
+            if let Some(due) = next_due {
+                let ms = u64::try_from(due.saturating_sub(now_ms())).unwrap_or(0);
+                wait = wait.min(Duration::from_millis(ms.max(10)));
             }
             tokio::select! {
                 _ = self.shared.woken() => {}
-                // A safety net: queued runs are found even if a wake-up is missed.
-                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                _ = tokio::time::sleep(wait) => {}
                 _ = self.draining.cancelled() => return,
             }
         }
@@ -88,47 +197,96 @@ impl Scheduler {
             .await
             .is_err()
         {
-            let active = self.active.lock().map(|a| a.len()).unwrap_or(0);
             tracing::warn!(
-                runs = active,
+                runs = self.shared.active.len(),
                 ?grace,
                 "grace period over; stopping running steps"
             );
-            if let Ok(active) = self.active.lock() {
-                for a in active.values() {
-                    if let Ok(mut r) = a.reason.lock() {
-                        r.get_or_insert(StopReason::Shutdown);
-                    }
-                    a.stop.cancel();
-                }
-            }
+            self.shared.active.stop_all(StopReason::Shutdown);
             self.tracker.wait().await;
         }
     }
 
-    fn running_count(&self) -> usize {
-        self.active.lock().map(|a| a.len()).unwrap_or(usize::MAX)
+    /// Deletes old runs, their logs and deliveries per `retention`, now and
+    /// then every ten minutes; returns when shutdown begins.
+    pub async fn retention_loop(self: Arc<Self>) {
+        let retention = self.shared.config.retention;
+        if retention.max_age.is_none() && retention.max_runs_per_pipeline.is_none() {
+            return;
+        }
+        loop {
+            let max_age = retention
+                .max_age
+                .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+            match self
+                .shared
+                .store
+                .prune(now_ms(), max_age, retention.max_runs_per_pipeline)
+                .await
+            {
+                Ok(pruned) => {
+                    if !pruned.runs.is_empty() || pruned.deliveries > 0 {
+                        tracing::info!(
+                            runs = pruned.runs.len(),
+                            deliveries = pruned.deliveries,
+                            "retention pruned old runs and deliveries"
+                        );
+                    }
+                    let dirs: Vec<PathBuf> = pruned
+                        .runs
+                        .iter()
+                        .map(|id| self.shared.run_dir(*id))
+                        .collect();
+                    let removed = tokio::task::spawn_blocking(move || {
+                        for dir in dirs {
+                            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                                if e.kind() != std::io::ErrorKind::NotFound {
+                                    tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a pruned run's files");
+                                }
+                            }
+                        }
+                    })
+                    .await;
+                    if let Err(e) = removed {
+                        tracing::warn!(error = %e, "retention file cleanup task failed");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "retention could not prune"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(600)) => {}
+                _ = self.draining.cancelled() => return,
+            }
+        }
     }
 
-    async fn dispatch(self: &Arc<Self>) -> Result<(), crate::store::StoreError> {
+    /// Starts what may start; returns when the earliest waiting retry is due.
+    async fn dispatch(self: &Arc<Self>) -> Result<Option<i64>, crate::store::StoreError> {
         if self.draining.is_cancelled() {
-            return Ok(());
+            return Ok(None);
         }
         let max = self.shared.config.max_parallel_runs;
-        if self.running_count() >= max {
-            return Ok(());
+        if self.shared.active.len() >= max {
+            return Ok(None);
         }
         let queued = self.shared.store.queued_runs(1000).await?;
+        let now = now_ms();
+        // Groups whose first queued run cannot start: later runs wait behind it.
+        let mut held: HashSet<String> = HashSet::new();
+        let mut next_due: Option<i64> = None;
         for q in queued {
-            if self.draining.is_cancelled() || self.running_count() >= max {
+            if self.draining.is_cancelled() || self.shared.active.len() >= max {
                 break;
             }
-            let group_busy = self
-                .busy_groups
-                .lock()
-                .map(|g| g.contains(&q.concurrency_group))
-                .unwrap_or(true);
-            if group_busy {
+            if held.contains(&q.concurrency_group) {
+                continue;
+            }
+            held.insert(q.concurrency_group.clone());
+            if self.shared.active.group_busy(&q.concurrency_group) {
+                continue;
+            }
+            if let Some(due) = q.not_before.filter(|due| *due > now) {
+                next_due = Some(next_due.map_or(due, |n: i64| n.min(due)));
                 continue;
             }
             let Some(pipeline) = self.shared.pipeline(&q.pipeline) else {
@@ -140,38 +298,26 @@ impl Scheduler {
                         RunStatus::Failed,
                         Some(&format!("pipeline {:?} no longer exists", q.pipeline)),
                         now_ms(),
+                        None,
                     )
                     .await?;
+                held.remove(&q.concurrency_group);
                 continue;
             };
             if !self.shared.store.start_run(q.id, now_ms()).await? {
+                // Superseded or cancelled meanwhile.
+                held.remove(&q.concurrency_group);
                 continue;
             }
-            let active = Active {
-                stop: CancellationToken::new(),
-                reason: Arc::new(Mutex::new(None)),
-            };
-            let (stop, reason) = (active.stop.clone(), Arc::clone(&active.reason));
-            if let Ok(mut g) = self.busy_groups.lock() {
-                g.insert(q.concurrency_group.clone());
-            }
-            if let Ok(mut a) = self.active.lock() {
-                a.insert(q.id, active);
-            }
+            let (stop, reason) = self.shared.active.register(q.id, &q.concurrency_group);
             let this = Arc::clone(self);
-            let group = q.concurrency_group.clone();
             self.tracker.spawn(async move {
                 this.execute(q.id, pipeline, stop, reason).await;
-                if let Ok(mut a) = this.active.lock() {
-                    a.remove(&q.id);
-                }
-                if let Ok(mut g) = this.busy_groups.lock() {
-                    g.remove(&group);
-                }
+                this.shared.active.remove(q.id);
                 this.shared.wake_scheduler();
             });
         }
-        Ok(())
+        Ok(next_due)
     }
 
     async fn execute(
@@ -183,54 +329,136 @@ impl Scheduler {
     ) {
         let span = tracing::info_span!("run", run = run_id, pipeline = %pipeline.name);
         let _enter = span.enter();
-        let (status, why) = match self.execute_inner(run_id, &pipeline, &stop, &reason).await {
-            Ok(end) => end,
-            Err(message) => (RunStatus::Failed, Some(message)),
+        let run = match self.shared.store.run(run_id).await {
+            Ok(Some(run)) => run,
+            Ok(None) => {
+                tracing::error!("a started run vanished from the store");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the run");
+                self.finish(
+                    run_id,
+                    &pipeline,
+                    1,
+                    RunEnd::new(RunStatus::Failed, format!("cannot read the run: {e}")),
+                    None,
+                )
+                .await;
+                return;
+            }
         };
-        tracing::info!(status = status.as_str(), reason = ?why, "run finished");
-        if let Err(e) = self
-            .shared
-            .store
-            .finish_run(run_id, status, why.as_deref(), now_ms())
-            .await
-        {
-            tracing::error!(error = %e, "cannot record the end of the run");
+        let log = match RunLog::create(
+            &self.shared.run_dir(run_id).join("log"),
+            self.shared.config.max_log_bytes,
+            self.shared.secrets(),
+        ) {
+            Ok(log) => log,
+            Err(e) => {
+                let end = RunEnd::new(RunStatus::Failed, format!("cannot create the run log: {e}"));
+                self.finish(run_id, &pipeline, run.attempt, end, None).await;
+                return;
+            }
+        };
+        if run.attempt > 1 {
+            log.line(
+                "run",
+                Stream::Hookd,
+                &format!(
+                    "attempt {} of {} (retry of run {})",
+                    run.attempt,
+                    pipeline.retry.attempts,
+                    run.retry_of
+                        .map_or_else(|| "?".to_string(), |r| r.to_string())
+                ),
+            );
         }
+        let mut end = self.execute_inner(&run, &pipeline, &log, &stop).await;
+        if stop.is_cancelled() {
+            let why = reason.lock().ok().and_then(|r| r.clone());
+            end = match (why, end.status) {
+                (_, RunStatus::Succeeded) => end,
+                (Some(StopReason::Shutdown), _) => RunEnd::new(
+                    RunStatus::Interrupted,
+                    "hookd shut down while the run was running".to_string(),
+                ),
+                (Some(StopReason::Cancelled(msg)), _) => RunEnd::new(RunStatus::Cancelled, msg),
+                (None, _) => RunEnd::new(RunStatus::Cancelled, None),
+            };
+        }
+        self.finish(run_id, &pipeline, run.attempt, end, Some(&log))
+            .await;
+        log.flush();
     }
 
-    /// Runs checkout and steps; `Err` is a failure message for the run.
-    async fn execute_inner(
+    /// Records the end of a run and queues its retry when the policy says so.
+    async fn finish(
         &self,
         run_id: i64,
         pipeline: &Pipeline,
-        stop: &CancellationToken,
-        reason: &Arc<Mutex<Option<StopReason>>>,
-    ) -> Result<(RunStatus, Option<String>), String> {
-        let store = &self.shared.store;
-        let config = &self.shared.config;
-        let run = store
-            .run(run_id)
-            .await
-            .map_err(|e| format!("cannot read run: {e}"))?
-            .ok_or_else(|| "run vanished from the store".to_string())?;
-        let run_dir = self.shared.run_dir(run_id);
-        let log = RunLog::create(
-            &run_dir.join("log"),
-            config.max_log_bytes,
-            self.shared.secrets(),
-        )
-        .map_err(|e| format!("cannot create run log: {e}"))?;
-        let deadline = pipeline.timeout.map(|t| Instant::now() + t);
-        let stopped = |status_if_none: RunStatus| -> (RunStatus, Option<String>) {
-            match reason.lock().ok().and_then(|r| *r) {
-                Some(StopReason::Shutdown) => (
-                    RunStatus::Interrupted,
-                    Some("hookd shut down while the run was running".to_string()),
-                ),
-                None => (status_if_none, None),
+        attempt: i64,
+        end: RunEnd,
+        log: Option<&RunLog>,
+    ) {
+        let retriable = matches!(
+            end.status,
+            RunStatus::Failed | RunStatus::TimedOut | RunStatus::Interrupted
+        );
+        let plan = (retriable && attempt < i64::from(pipeline.retry.attempts)).then(|| {
+            let delay = retry_delay(pipeline.retry.backoff, attempt);
+            RetryPlan {
+                not_before: now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2),
+                only_if_no_newer: pipeline.on_new_event != OnNewEvent::Queue,
             }
-        };
+        });
+        tracing::info!(status = end.status.as_str(), reason = ?end.reason, "run finished");
+        match self
+            .shared
+            .store
+            .finish_run(run_id, end.status, end.reason.as_deref(), now_ms(), plan)
+            .await
+        {
+            Ok(Some(retry)) => {
+                let wait = plan.map(|p| p.not_before - now_ms()).unwrap_or(0).max(0);
+                let msg = format!(
+                    "run {}; retry queued as run {retry} (attempt {} of {}) in {:.1}s",
+                    end.status.as_str(),
+                    attempt + 1,
+                    pipeline.retry.attempts,
+                    wait as f64 / 1000.0
+                );
+                tracing::info!(retry, "{msg}");
+                if let Some(log) = log {
+                    log.line("run", Stream::Hookd, &msg);
+                }
+                self.shared.wake_scheduler();
+            }
+            Ok(None) => {
+                if plan.is_some() {
+                    if let Some(log) = log {
+                        log.line(
+                            "run",
+                            Stream::Hookd,
+                            "no retry: a newer event of the concurrency group replaces this run",
+                        );
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot record the end of the run"),
+        }
+    }
 
+    /// Checkout, stale check and steps.
+    async fn execute_inner(
+        &self,
+        run: &RunRecord,
+        pipeline: &Pipeline,
+        log: &RunLog,
+        stop: &CancellationToken,
+    ) -> RunEnd {
+        let store = &self.shared.store;
+        let run_id = run.id;
+        let deadline = pipeline.timeout.map(|t| Instant::now() + t);
         let (source, payload) = match run.delivery {
             Some(d) => {
                 let delivery = store.delivery(d).await.ok().flatten();
@@ -241,8 +469,14 @@ impl Scheduler {
         };
 
         // Checkout.
-        let repo = self.repo_spec(pipeline, &run.event)?;
-        let target = target_of(pipeline, &run)?;
+        let repo = match self.repo_spec(pipeline, &run.event) {
+            Ok(r) => r,
+            Err(msg) => return RunEnd::new(RunStatus::Failed, msg),
+        };
+        let target = match target_of(pipeline, run) {
+            Ok(t) => t,
+            Err(msg) => return RunEnd::new(RunStatus::Failed, msg),
+        };
         log.line(
             "run",
             Stream::Hookd,
@@ -263,11 +497,9 @@ impl Scheduler {
             Some(d) => match tokio::time::timeout_at(d, prepare).await {
                 Ok(r) => r,
                 Err(_) => {
-                    log.line("run", Stream::Hookd, "run timeout reached during checkout");
-                    return Ok((
-                        RunStatus::TimedOut,
-                        Some("run timeout reached during checkout".into()),
-                    ));
+                    let msg = "run timeout reached during checkout".to_string();
+                    log.line("run", Stream::Hookd, &msg);
+                    return RunEnd::new(RunStatus::TimedOut, msg);
                 }
             },
             None => prepare.await,
@@ -276,11 +508,11 @@ impl Scheduler {
             Ok(c) => c,
             Err(e) if stop.is_cancelled() => {
                 log.line("run", Stream::Hookd, &format!("checkout stopped: {e}"));
-                return Ok(stopped(RunStatus::Cancelled));
+                return RunEnd::new(RunStatus::Cancelled, None);
             }
             Err(e) => {
                 log.line("run", Stream::Hookd, &format!("checkout failed: {e}"));
-                return Err(format!("checkout failed: {e}"));
+                return RunEnd::new(RunStatus::Failed, format!("checkout failed: {e}"));
             }
         };
         log.line(
@@ -296,40 +528,89 @@ impl Scheduler {
             tracing::warn!(error = %e, "cannot record the checked-out commit");
         }
 
-        let result = self
-            .run_steps(
-                run_id,
-                pipeline,
-                &run,
-                source.as_deref(),
-                &payload,
-                &repo.url,
-                &checkout,
-                &log,
-                deadline,
-                stop,
-                &run_dir,
-            )
-            .await;
-        let result = match result {
-            StepsEnd::Succeeded => Ok((RunStatus::Succeeded, None)),
-            StepsEnd::Failed(msg) => Ok((RunStatus::Failed, Some(msg))),
-            StepsEnd::TimedOut(msg) => Ok((RunStatus::TimedOut, Some(msg))),
-            StepsEnd::Stopped => Ok(stopped(RunStatus::Cancelled)),
-            StepsEnd::Drained(msg) => Ok((RunStatus::Interrupted, Some(msg))),
-            StepsEnd::Error(msg) => Err(msg),
+        let end = match self.stale(run, pipeline, &repo.url, &checkout.commit).await {
+            Some(msg) => {
+                log.line("run", Stream::Hookd, &msg);
+                RunEnd::new(RunStatus::Skipped, msg)
+            }
+            None => {
+                let steps = self
+                    .run_steps(
+                        pipeline,
+                        run,
+                        source.as_deref(),
+                        &payload,
+                        &repo.url,
+                        &checkout,
+                        log,
+                        deadline,
+                        stop,
+                    )
+                    .await;
+                match steps {
+                    StepsEnd::Succeeded => RunEnd::new(RunStatus::Succeeded, None),
+                    StepsEnd::Failed(msg) => RunEnd::new(RunStatus::Failed, msg),
+                    StepsEnd::TimedOut(msg) => RunEnd::new(RunStatus::TimedOut, msg),
+                    StepsEnd::Stopped => RunEnd::new(RunStatus::Cancelled, None),
+                    StepsEnd::Drained(msg) => RunEnd::new(RunStatus::Interrupted, msg),
+                }
+            }
         };
         if let Err(e) = self.workspaces.cleanup(&checkout, mode).await {
             tracing::warn!(error = %e, "cannot remove the run's working tree");
         }
-        log.flush();
-        result
+        end
+    }
+
+    /// Replay and rollback protection: a webhook push of a commit that is a
+    /// proper ancestor of the one this pipeline last applied on the same ref
+    /// is stale. Operator runs (trigger, replay) and `allow_rollback` are exempt.
+    async fn stale(
+        &self,
+        run: &RunRecord,
+        pipeline: &Pipeline,
+        url: &str,
+        commit: &str,
+    ) -> Option<String> {
+        let Event::Push(push) = &run.event else {
+            return None;
+        };
+        if pipeline.allow_rollback || run.origin.is_operator() {
+            return None;
+        }
+        let (last_run, last_commit) = match self
+            .shared
+            .store
+            .last_success(&pipeline.name, &push.git_ref)
+            .await
+        {
+            Ok(Some(last)) => last,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot look up the last applied commit; not checking for a stale push");
+                return None;
+            }
+        };
+        if last_commit == commit {
+            return None;
+        }
+        match self.workspaces.merge_base(url, commit, &last_commit).await {
+            Ok(Some(base)) if base == commit => Some(format!(
+                "stale: {commit} is older than {last_commit}, which run {last_run} applied on {}; \
+                 set allow_rollback: true to apply older commits",
+                push.git_ref
+            )),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot compare with the last applied commit; not treating the push as stale");
+                None
+            }
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
     async fn run_steps(
         &self,
-        run_id: i64,
         pipeline: &Pipeline,
         run: &RunRecord,
         source: Option<&str>,
@@ -339,8 +620,9 @@ impl Scheduler {
         log: &RunLog,
         deadline: Option<Instant>,
         stop: &CancellationToken,
-        run_dir: &Path,
     ) -> StepsEnd {
+        let run_id = run.id;
+        let run_dir = self.shared.run_dir(run_id);
         let changed = self.changed_files(&run.event, url, checkout).await;
         if let Err(e) = &changed {
             log.line(
@@ -349,11 +631,14 @@ impl Scheduler {
                 &format!("cannot compute changed files: {e}"),
             );
         }
-        let files = match write_run_files(run_dir, run, payload, &changed).await {
+        let files = match write_run_files(&run_dir, run, payload, &changed).await {
             Ok(f) => f,
-            Err(e) => return StepsEnd::Error(e),
+            Err(e) => {
+                log.line("run", Stream::Hookd, &e);
+                return StepsEnd::Failed(e);
+            }
         };
-        let base_env = self.base_env(run_id, pipeline, run, source, &checkout.commit, &files);
+        let base_env = self.base_env(pipeline, run, source, &checkout.commit, &files);
         for (idx, step) in pipeline.steps.iter().enumerate() {
             if self.shared_draining() {
                 let msg = format!("hookd shut down before step {} started", step.name);
@@ -384,24 +669,33 @@ impl Scheduler {
             {
                 tracing::warn!(error = %e, step = %step.name, "cannot record step start");
             }
-            let outcome =
-                runner::run_step(&spec, log, deadline, stop, self.shared.config.kill_grace).await;
+            let store = Arc::clone(&self.shared.store);
+            let record_pgid = move |pgid: i32| {
+                tokio::spawn(async move {
+                    if let Err(e) = store.set_step_pgid(run_id, idx, pgid).await {
+                        tracing::warn!(error = %e, "cannot record a step's process group");
+                    }
+                });
+            };
+            let outcome = runner::run_step_with(
+                &spec,
+                log,
+                deadline,
+                stop,
+                self.shared.config.kill_grace,
+                record_pgid,
+            )
+            .await;
             let (status, exit_code, end) = match outcome {
-                Err(e) => {
-                    log.line(
-                        &step.name,
-                        Stream::Hookd,
-                        &format!("cannot start step: {e}"),
-                    );
-                    (
-                        StepStatus::Failed,
-                        None,
-                        Some(StepsEnd::Failed(format!(
-                            "step {} could not start: {e}",
-                            step.name
-                        ))),
-                    )
-                }
+                // The runner has logged why.
+                Err(e) => (
+                    StepStatus::Failed,
+                    None,
+                    Some(StepsEnd::Failed(format!(
+                        "step {} could not start: {e}",
+                        step.name
+                    ))),
+                ),
                 Ok(o) => match o.end {
                     StepEnd::Exited(0) => (StepStatus::Succeeded, Some(0), None),
                     StepEnd::Exited(code) => (
@@ -421,8 +715,9 @@ impl Scheduler {
                         ))),
                     ),
                     StepEnd::TimedOut => {
-                        let which = match (step.timeout, deadline) {
-                            (Some(t), _) => format!(
+                        let run_expired = deadline.is_some_and(|d| Instant::now() >= d);
+                        let which = match (step.timeout, run_expired) {
+                            (Some(t), false) => format!(
                                 "step {} exceeded its timeout of {}",
                                 step.name,
                                 humantime::format_duration(t)
@@ -512,7 +807,6 @@ impl Scheduler {
 
     fn base_env(
         &self,
-        run_id: i64,
         pipeline: &Pipeline,
         run: &RunRecord,
         source: Option<&str>,
@@ -564,7 +858,7 @@ impl Scheduler {
             _ => Default::default(),
         };
         let hookd = [
-            ("HOOKD_RUN_ID", run_id.to_string()),
+            ("HOOKD_RUN_ID", run.id.to_string()),
             ("HOOKD_PIPELINE", pipeline.name.clone()),
             ("HOOKD_TRIGGER", run.trigger.clone()),
             ("HOOKD_SOURCE", source.unwrap_or_default().to_string()),
@@ -605,7 +899,14 @@ enum StepsEnd {
     TimedOut(String),
     Stopped,
     Drained(String),
-    Error(String),
+}
+
+/// `backoff × 2^(attempt-1)`, with ±20% jitter so that retries of many runs
+/// that failed together do not start together.
+pub(crate) fn retry_delay(backoff: Duration, attempt: i64) -> Duration {
+    let exponent = u32::try_from(attempt.saturating_sub(1).clamp(0, 16)).unwrap_or(16);
+    let base = backoff.saturating_mul(1u32 << exponent);
+    base.mul_f64(0.8 + 0.4 * fastrand::f64())
 }
 
 struct RunFiles {

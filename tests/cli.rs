@@ -89,10 +89,11 @@ fn serve_starts_on_built_in_defaults_without_a_config_file() {
         String::from_utf8_lossy(&out.stderr)
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.contains("config built-in defaults, 1 source(s), 0 pipeline(s) in ./pipelines"),
-        "{stdout}"
+    let expected = format!(
+        "config built-in defaults, 1 source(s), 0 pipeline(s) in {}",
+        dir.path().join("pipelines").display()
     );
+    assert!(stdout.contains(&expected), "{stdout}");
 }
 
 #[test]

@@ -142,6 +142,17 @@ pub struct DaemonConfig {
     pub env_passthrough: Vec<String>,
     /// Sources by name.
     pub sources: BTreeMap<String, SourceConfig>,
+    /// What to prune, and when.
+    pub retention: Retention,
+}
+
+/// `retention:` — old runs, their logs and deliveries are pruned in the background.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Retention {
+    /// Delete finished runs (and deliveries without runs) older than this.
+    pub max_age: Option<Duration>,
+    /// Keep at most this many finished runs per pipeline.
+    pub max_runs_per_pipeline: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -159,6 +170,14 @@ struct RawDaemon {
     kill_grace: Option<Spanned<String>>,
     env_passthrough: Option<Vec<Spanned<String>>>,
     sources: Option<BTreeMap<String, RawSource>>,
+    retention: Option<RawRetention>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    max_age: Option<Spanned<String>>,
+    max_runs_per_pipeline: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -215,6 +234,7 @@ impl DaemonConfig {
                 kill_grace: None,
                 env_passthrough: None,
                 sources: None,
+                retention: None,
             }
         } else {
             parse_yaml(name, text).map_err(|e| ConfigErrors(vec![e]))?
@@ -351,6 +371,27 @@ fn validate(
         }
     }
 
+    let retention = match &raw.retention {
+        None => Retention::default(),
+        Some(r) => Retention {
+            max_age: r
+                .max_age
+                .as_ref()
+                .and_then(|v| errs.duration("retention.max_age", v)),
+            max_runs_per_pipeline: r.max_runs_per_pipeline.as_ref().and_then(|v| {
+                if v.value == 0 {
+                    errs.at(
+                        v.referenced,
+                        "retention.max_runs_per_pipeline: must be greater than zero",
+                    );
+                    None
+                } else {
+                    usize::try_from(v.value).ok()
+                }
+            }),
+        },
+    };
+
     let mut sources = BTreeMap::new();
     match raw.sources {
         None => {
@@ -394,6 +435,7 @@ fn validate(
         kill_grace,
         env_passthrough,
         sources,
+        retention,
     })
 }
 

@@ -11,12 +11,13 @@ mod pattern;
 mod pipeline;
 
 pub use daemon::{
-    Credentials, DaemonConfig, Secret, SourceConfig, SourceKind, StoreConfig, DEFAULT_CONFIG_FILE,
+    Credentials, DaemonConfig, Retention, Secret, SourceConfig, SourceKind, StoreConfig,
+    DEFAULT_CONFIG_FILE,
 };
 pub use pattern::{Pattern, PatternList};
 pub use pipeline::{
-    load_pipelines, parse_pipeline, Pipeline, PushTrigger, Repo, Step, StepCommand, Trigger,
-    WorkspaceMode,
+    load_pipelines, parse_pipeline, OnNewEvent, Pipeline, PushTrigger, Repo, Retry, Step,
+    StepCommand, Trigger, WorkspaceMode,
 };
 
 use std::fmt;

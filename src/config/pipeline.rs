@@ -31,6 +31,32 @@ pub struct Pipeline {
     pub timeout: Option<Duration>,
     /// Runs of one group never overlap (default: the pipeline's name).
     pub concurrency_group: String,
+    /// What a new event does to the group's queued and running runs.
+    pub on_new_event: OnNewEvent,
+    /// Retries of failed, timed-out and interrupted runs.
+    pub retry: Retry,
+    /// Let a push of an older commit than the last applied one run.
+    pub allow_rollback: bool,
+}
+
+/// `concurrency.on_new_event`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnNewEvent {
+    /// Run every event, in arrival order (the default).
+    Queue,
+    /// A newer event replaces every queued-but-not-started run of the group.
+    Supersede,
+    /// Like supersede, and the running run is stopped too.
+    Cancel,
+}
+
+/// `retry:`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retry {
+    /// Tries in all, including the first (1: no retry).
+    pub attempts: u32,
+    /// Wait before the first retry; doubled for each further one, with ±20% jitter.
+    pub backoff: Duration,
 }
 
 impl Pipeline {
@@ -126,6 +152,23 @@ struct RawPipeline {
     env: BTreeMap<String, Spanned<String>>,
     steps: Spanned<Vec<Spanned<RawStep>>>,
     timeout: Option<Spanned<String>>,
+    concurrency: Option<RawConcurrency>,
+    retry: Option<RawRetry>,
+    allow_rollback: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConcurrency {
+    group: Option<Spanned<String>>,
+    on_new_event: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    attempts: Option<Spanned<u32>>,
+    backoff: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -328,13 +371,18 @@ fn validate(
         .timeout
         .as_ref()
         .and_then(|t| errs.duration("timeout", t));
+    let (group, on_new_event) = validate_concurrency(&mut errs, &name, raw.concurrency);
+    let retry = validate_retry(&mut errs, raw.retry);
 
     if !errs.is_empty() {
         return Err(errs.into_vec());
     }
     Ok((
         Pipeline {
-            concurrency_group: name.clone(),
+            concurrency_group: group,
+            on_new_event,
+            retry,
+            allow_rollback: raw.allow_rollback.unwrap_or(false),
             name,
             file: file.to_path_buf(),
             triggers,
@@ -345,6 +393,74 @@ fn validate(
         },
         name_loc,
     ))
+}
+
+fn validate_concurrency(
+    errs: &mut Errors,
+    name: &str,
+    raw: Option<RawConcurrency>,
+) -> (String, OnNewEvent) {
+    let Some(raw) = raw else {
+        return (name.to_string(), OnNewEvent::Queue);
+    };
+    let group = match raw.group {
+        Some(g) if !is_safe_name(&g.value) => {
+            errs.at(
+                g.referenced,
+                format!(
+                    "concurrency.group: {:?} is not a valid group name (letters, digits, '.', '_', '-')",
+                    g.value
+                ),
+            );
+            name.to_string()
+        }
+        Some(g) => g.value,
+        None => name.to_string(),
+    };
+    let policy = match raw
+        .on_new_event
+        .as_ref()
+        .map(|p| (p.value.as_str(), p.referenced))
+    {
+        None | Some(("queue", _)) => OnNewEvent::Queue,
+        Some(("supersede", _)) => OnNewEvent::Supersede,
+        Some(("cancel", _)) => OnNewEvent::Cancel,
+        Some((other, at)) => {
+            errs.at(
+                at,
+                format!(
+                    "concurrency.on_new_event: {other:?} is not one of queue, supersede, cancel"
+                ),
+            );
+            OnNewEvent::Queue
+        }
+    };
+    (group, policy)
+}
+
+fn validate_retry(errs: &mut Errors, raw: Option<RawRetry>) -> Retry {
+    let default = Retry {
+        attempts: 1,
+        backoff: Duration::from_secs(30),
+    };
+    let Some(raw) = raw else { return default };
+    let attempts = match raw.attempts {
+        Some(a) if a.value == 0 || a.value > 100 => {
+            errs.at(
+                a.referenced,
+                "retry.attempts: counts every try including the first; use 1 to 100",
+            );
+            1
+        }
+        Some(a) => a.value,
+        None => default.attempts,
+    };
+    let backoff = raw
+        .backoff
+        .as_ref()
+        .and_then(|b| errs.duration("retry.backoff", b))
+        .unwrap_or(default.backoff);
+    Retry { attempts, backoff }
 }
 
 fn patterns(

@@ -9,10 +9,9 @@ use serde::Serialize;
 
 use super::{error, is_loopback, unavailable};
 use crate::daemon::Shared;
-use crate::event::Event;
 use crate::matcher::{match_events, Skip};
 use crate::source::Request;
-use crate::store::{NewDelivery, NewRun, RunRef};
+use crate::store::{NewDelivery, RunOrigin, RunRef};
 
 /// The answer to an accepted webhook.
 #[derive(Debug, Serialize)]
@@ -124,20 +123,11 @@ pub(super) async fn receive(
         .matches
         .iter()
         .map(|m| {
-            let pipeline = &pipelines[m.pipeline];
-            let event = &parsed.events[m.event];
-            let (git_ref, commit) = match event {
-                Event::Push(p) => (Some(p.git_ref.clone()), p.after.clone()),
-                _ => (None, None),
-            };
-            NewRun {
-                pipeline: pipeline.name.clone(),
-                concurrency_group: pipeline.concurrency_group.clone(),
-                trigger: event.kind().to_string(),
-                event: event.clone(),
-                git_ref,
-                commit,
-            }
+            Shared::new_run(
+                &pipelines[m.pipeline],
+                &parsed.events[m.event],
+                RunOrigin::Webhook,
+            )
         })
         .collect();
     let kept: Vec<(String, String)> = headers
@@ -155,6 +145,7 @@ pub(super) async fn receive(
         events: parsed.events,
         skipped: outcome.skipped,
         runs,
+        replay_of: None,
     };
     let recorded = match shared.store.record_delivery(delivery).await {
         Ok(r) => r,
@@ -173,9 +164,7 @@ pub(super) async fn receive(
             runs = ?recorded.runs.iter().map(|r| r.id).collect::<Vec<_>>(),
             "accepted delivery"
         );
-        if !recorded.runs.is_empty() {
-            shared.wake_scheduler();
-        }
+        shared.runs_queued(&recorded);
     }
     let status = if recorded.duplicate || parsed.is_ping {
         StatusCode::OK

@@ -176,6 +176,50 @@ impl StepStatus {
     }
 }
 
+/// Why a run exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunOrigin {
+    /// A webhook matched the pipeline.
+    Webhook,
+    /// An operator started it (`hookd trigger`, the API).
+    Manual,
+    /// An operator replayed a stored delivery.
+    Replay,
+}
+
+impl RunOrigin {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunOrigin::Webhook => "webhook",
+            RunOrigin::Manual => "manual",
+            RunOrigin::Replay => "replay",
+        }
+    }
+
+    fn parse(s: &str) -> Option<RunOrigin> {
+        [RunOrigin::Webhook, RunOrigin::Manual, RunOrigin::Replay]
+            .into_iter()
+            .find(|o| o.as_str() == s)
+    }
+
+    /// Operator-started runs are exempt from the stale-push protection.
+    pub fn is_operator(self) -> bool {
+        self != RunOrigin::Webhook
+    }
+}
+
+/// A retry to queue when a run ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPlan {
+    /// Earliest start, Unix ms.
+    pub not_before: i64,
+    /// Queue it only if no newer run exists in the concurrency group (the
+    /// newer event replaces the failed one under `supersede` and `cancel`).
+    pub only_if_no_newer: bool,
+}
+
 /// A run to queue with its delivery.
 #[derive(Debug, Clone)]
 pub struct NewRun {
@@ -191,6 +235,11 @@ pub struct NewRun {
     pub git_ref: Option<String>,
     /// The commit, when the event names one.
     pub commit: Option<String>,
+    /// Why it exists.
+    pub origin: RunOrigin,
+    /// Supersede the queued runs of its concurrency group (`on_new_event:
+    /// supersede` or `cancel`).
+    pub supersede: bool,
 }
 
 /// An authenticated request to store, with the runs it starts.
@@ -214,6 +263,8 @@ pub struct NewDelivery {
     pub skipped: Vec<Skip>,
     /// Runs to queue.
     pub runs: Vec<NewRun>,
+    /// The delivery this one replays.
+    pub replay_of: Option<i64>,
 }
 
 /// A run's id and pipeline, as the 202 body lists them.
@@ -236,6 +287,8 @@ pub struct Recorded {
     pub skipped: Vec<Skip>,
     /// True when the provider delivery id was seen before: nothing new was written.
     pub duplicate: bool,
+    /// Queued runs that the new runs superseded.
+    pub superseded: Vec<i64>,
 }
 
 /// A stored step.
@@ -278,6 +331,14 @@ pub struct RunRecord {
     pub commit: Option<String>,
     /// Attempt number, from 1.
     pub attempt: i64,
+    /// Why it exists.
+    pub origin: RunOrigin,
+    /// The run it retries.
+    pub retry_of: Option<i64>,
+    /// The newer run that replaced it.
+    pub superseded_by: Option<i64>,
+    /// A retry's earliest start (Unix ms).
+    pub not_before: Option<i64>,
     /// Unix ms.
     pub created_at: i64,
     /// Unix ms.
@@ -333,6 +394,31 @@ pub struct QueuedRun {
     pub pipeline: String,
     /// Concurrency group.
     pub concurrency_group: String,
+    /// A retry waits until then (Unix ms).
+    pub not_before: Option<i64>,
+}
+
+/// A run found `running` at start-up (the previous process died).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovered {
+    /// Run id, now `interrupted`.
+    pub id: i64,
+    /// Process groups of its steps that were running.
+    pub pgids: Vec<i32>,
+    /// The retry queued for it, if its pipeline retries.
+    pub retry: Option<i64>,
+}
+
+/// Decides whether an ended run gets a retry: `(pipeline, attempt)` → plan.
+pub type RetryPolicy = Box<dyn Fn(&str, i64) -> Option<RetryPlan> + Send>;
+
+/// What retention removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Runs deleted (their log directories may go too).
+    pub runs: Vec<i64>,
+    /// Deliveries deleted.
+    pub deliveries: usize,
 }
 
 /// The durable store.
@@ -341,8 +427,11 @@ pub trait Store: Send + Sync {
     /// Writes a delivery and its queued runs in one synced transaction, or
     /// returns the earlier delivery with the same provider delivery id.
     async fn record_delivery(&self, delivery: NewDelivery) -> Result<Recorded, StoreError>;
-    /// After a crash: runs left `running` become `interrupted`; returns their ids.
-    async fn recover(&self, now: i64) -> Result<Vec<i64>, StoreError>;
+    /// After a crash: runs left `running` become `interrupted`, and get a
+    /// retry when `retry` says so, in one transaction.
+    async fn recover(&self, now: i64, retry: RetryPolicy) -> Result<Vec<Recovered>, StoreError>;
+    /// Queues a run without a delivery (manual runs), superseding as asked.
+    async fn queue_run(&self, run: NewRun, now: i64) -> Result<Recorded, StoreError>;
     /// Queued runs in arrival order.
     async fn queued_runs(&self, limit: usize) -> Result<Vec<QueuedRun>, StoreError>;
     /// `queued` → `running`; false when the run was not queued any more.
@@ -366,14 +455,36 @@ pub trait Store: Send + Sync {
         exit_code: Option<i32>,
         now: i64,
     ) -> Result<(), StoreError>;
-    /// A run ended (also marks any still-running step with the matching status).
+    /// Records a running step's process group.
+    async fn set_step_pgid(&self, run: i64, idx: usize, pgid: i32) -> Result<(), StoreError>;
+    /// A run ended (also closes any still-running step with the matching
+    /// status); with a plan, its retry is queued in the same transaction.
+    /// Returns the retry's id.
     async fn finish_run(
         &self,
         id: i64,
         status: RunStatus,
         reason: Option<&str>,
         now: i64,
-    ) -> Result<(), StoreError>;
+        retry: Option<RetryPlan>,
+    ) -> Result<Option<i64>, StoreError>;
+    /// `queued` → `cancelled`; false when the run was not queued.
+    async fn cancel_queued(&self, id: i64, reason: &str, now: i64) -> Result<bool, StoreError>;
+    /// The newest successful run of `pipeline` on `git_ref`: `(run id, commit)`.
+    async fn last_success(
+        &self,
+        pipeline: &str,
+        git_ref: &str,
+    ) -> Result<Option<(i64, String)>, StoreError>;
+    /// Deletes terminal runs older than `max_age_ms` or beyond the newest
+    /// `max_runs_per_pipeline` of their pipeline, and deliveries left without
+    /// runs that are older than `max_age_ms`.
+    async fn prune(
+        &self,
+        now: i64,
+        max_age_ms: Option<i64>,
+        max_runs_per_pipeline: Option<usize>,
+    ) -> Result<Pruned, StoreError>;
     /// One run with its steps.
     async fn run(&self, id: i64) -> Result<Option<RunRecord>, StoreError>;
     /// Runs, newest first.

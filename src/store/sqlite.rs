@@ -18,13 +18,17 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
 use tokio::sync::oneshot;
 
 use super::{
-    DeliveryRecord, NewDelivery, QueuedRun, Recorded, RunFilter, RunRecord, RunRef, RunStatus,
-    StepRecord, StepStatus, Store, StoreError,
+    DeliveryRecord, NewDelivery, NewRun, Pruned, QueuedRun, Recorded, Recovered, RetryPlan,
+    RetryPolicy, RunFilter, RunOrigin, RunRecord, RunRef, RunStatus, StepRecord, StepStatus, Store,
+    StoreError,
 };
 use crate::matcher::Skip;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts them.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_scheduling.sql"),
+];
 
 /// Most jobs one transaction takes.
 const MAX_BATCH: usize = 512;
@@ -70,6 +74,13 @@ impl SqliteStore {
     /// starts the writer and checkpoint threads. Blocking: call it from a
     /// blocking context or before the runtime is busy.
     pub fn open(data_dir: &Path) -> Result<SqliteStore, StoreError> {
+        Self::open_with_batch(data_dir, MAX_BATCH)
+    }
+
+    /// Like [`SqliteStore::open`], with at most `max_batch` jobs per
+    /// transaction (1 turns group commit off; benchmarks compare the two).
+    pub fn open_with_batch(data_dir: &Path, max_batch: usize) -> Result<SqliteStore, StoreError> {
+        let max_batch = max_batch.max(1);
         std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Open {
             path: data_dir.display().to_string(),
             reason: format!("cannot create data directory: {e}"),
@@ -82,7 +93,7 @@ impl SqliteStore {
         let (tx, rx) = mpsc::channel::<Job>();
         let writer = std::thread::Builder::new()
             .name("hookd-store-writer".into())
-            .spawn(move || writer_loop(conn, rx))
+            .spawn(move || writer_loop(conn, rx, max_batch))
             .map_err(|e| StoreError::Task(format!("spawn writer thread: {e}")))?;
 
         let checkpoint_conn = Connection::open(&path).map_err(open_error(&path))?;
@@ -220,10 +231,10 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Job>) {
+fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Job>, max_batch: usize) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
+        while batch.len() < max_batch {
             match rx.try_recv() {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
@@ -304,12 +315,13 @@ fn runs_of_delivery(conn: &Connection, delivery: i64) -> Result<Vec<RunRef>, Sto
         .map_err(StoreError::sqlite("read runs of delivery"))
 }
 
-const RUN_COLUMNS: &str = "id, delivery_id, pipeline, concurrency_group, trigger, status, reason, event, git_ref, commit_sha, attempt, created_at, started_at, finished_at";
+const RUN_COLUMNS: &str = "id, delivery_id, pipeline, concurrency_group, trigger, status, reason, event, git_ref, commit_sha, attempt, created_at, started_at, finished_at, origin, retry_of, superseded_by, not_before";
 
 fn run_from_row(r: &rusqlite::Row) -> rusqlite::Result<(RunRecord, String, String)> {
     let id: i64 = r.get(0)?;
     let status: String = r.get(5)?;
     let event: String = r.get(7)?;
+    let origin: String = r.get(14)?;
     Ok((
         RunRecord {
             id,
@@ -325,6 +337,10 @@ fn run_from_row(r: &rusqlite::Row) -> rusqlite::Result<(RunRecord, String, Strin
             git_ref: r.get(8)?,
             commit: r.get(9)?,
             attempt: r.get(10)?,
+            origin: RunOrigin::parse(&origin).unwrap_or(RunOrigin::Webhook),
+            retry_of: r.get(15)?,
+            superseded_by: r.get(16)?,
+            not_before: r.get(17)?,
             created_at: r.get(11)?,
             started_at: r.get(12)?,
             finished_at: r.get(13)?,
@@ -346,6 +362,116 @@ fn finish_run_row(raw: (RunRecord, String, String)) -> Result<RunRecord, StoreEr
     Ok(run)
 }
 
+/// Inserts a queued run; with `supersede`, older queued runs of its group
+/// become `superseded` pointing at it. Returns its id and theirs.
+fn insert_run(
+    txn: &Transaction,
+    delivery: Option<i64>,
+    run: &NewRun,
+    now: i64,
+) -> Result<(i64, Vec<i64>), StoreError> {
+    txn.prepare_cached(
+        "INSERT INTO runs (delivery_id, pipeline, concurrency_group, trigger, status, event, git_ref, commit_sha, created_at, origin)
+         VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8, ?9)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            delivery,
+            run.pipeline,
+            run.concurrency_group,
+            run.trigger,
+            to_json(&run.event),
+            run.git_ref,
+            run.commit,
+            now,
+            run.origin.as_str(),
+        ])
+    })
+    .map_err(StoreError::sqlite(format!("queue run of pipeline {}", run.pipeline)))?;
+    let id = txn.last_insert_rowid();
+    let superseded = if run.supersede {
+        supersede_queued(txn, &run.concurrency_group, id, now)?
+    } else {
+        Vec::new()
+    };
+    Ok((id, superseded))
+}
+
+fn supersede_queued(
+    txn: &Transaction,
+    group: &str,
+    newer: i64,
+    now: i64,
+) -> Result<Vec<i64>, StoreError> {
+    let mut stmt = txn
+        .prepare_cached(
+            "UPDATE runs SET status = 'superseded', superseded_by = ?2, finished_at = ?3,
+                    reason = 'superseded by run ' || ?2 || ' before it started'
+             WHERE concurrency_group = ?1 AND status = 'queued' AND id < ?2
+             RETURNING id",
+        )
+        .map_err(StoreError::sqlite("prepare supersede"))?;
+    let ids = stmt
+        .query_map(params![group, newer, now], |r| r.get(0))
+        .and_then(|rows| rows.collect::<Result<Vec<i64>, _>>())
+        .map_err(StoreError::sqlite(format!(
+            "supersede queued runs of group {group}"
+        )))?;
+    Ok(ids)
+}
+
+/// Queues a retry of run `id` (already terminal) per `plan`; `None` when a
+/// newer run of the group makes it pointless.
+fn insert_retry(
+    txn: &Transaction,
+    id: i64,
+    plan: RetryPlan,
+    now: i64,
+) -> Result<Option<i64>, StoreError> {
+    if plan.only_if_no_newer {
+        let newer: Option<i64> = txn
+            .query_row(
+                "SELECT n.id FROM runs n JOIN runs o ON o.id = ?1
+                 WHERE n.concurrency_group = o.concurrency_group AND n.id > o.id
+                   AND n.retry_of IS NOT ?1 LIMIT 1",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(StoreError::sqlite(format!("look for runs newer than {id}")))?;
+        if newer.is_some() {
+            return Ok(None);
+        }
+    }
+    let n = txn
+        .execute(
+            "INSERT INTO runs (delivery_id, pipeline, concurrency_group, trigger, status, event, git_ref,
+                               commit_sha, attempt, created_at, origin, seq, not_before, retry_of)
+             SELECT delivery_id, pipeline, concurrency_group, trigger, 'queued', event, git_ref,
+                    commit_sha, attempt + 1, ?2, origin, COALESCE(seq, id), ?3, id
+             FROM runs WHERE id = ?1",
+            params![id, now, plan.not_before],
+        )
+        .map_err(StoreError::sqlite(format!("queue a retry of run {id}")))?;
+    Ok((n == 1).then(|| txn.last_insert_rowid()))
+}
+
+fn close_steps(txn: &Transaction, id: i64, status: RunStatus, now: i64) -> Result<(), StoreError> {
+    let step_status = match status {
+        RunStatus::TimedOut => StepStatus::TimedOut,
+        RunStatus::Cancelled | RunStatus::Superseded => StepStatus::Cancelled,
+        RunStatus::Succeeded => StepStatus::Succeeded,
+        RunStatus::Failed => StepStatus::Failed,
+        _ => StepStatus::Interrupted,
+    };
+    txn.execute(
+        "UPDATE steps SET status = ?2, finished_at = ?3 WHERE run_id = ?1 AND status = 'running'",
+        params![id, step_status.as_str(), now],
+    )
+    .map_err(StoreError::sqlite(format!("close steps of run {id}")))?;
+    Ok(())
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn record_delivery(&self, d: NewDelivery) -> Result<Recorded, StoreError> {
@@ -365,12 +491,13 @@ impl Store for SqliteStore {
                         runs: runs_of_delivery(txn, id)?,
                         skipped: decode::<Vec<Skip>>("delivery skipped", id, &skipped)?,
                         duplicate: true,
+                        superseded: Vec::new(),
                     });
                 }
             }
             txn.prepare_cached(
-                "INSERT INTO deliveries (source, event, provider_delivery_id, received_at, headers, body, events, skipped)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT INTO deliveries (source, event, provider_delivery_id, received_at, headers, body, events, skipped, replay_of)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )
             .and_then(|mut s| {
                 s.execute(params![
@@ -382,31 +509,18 @@ impl Store for SqliteStore {
                     d.body,
                     to_json(&d.events),
                     to_json(&d.skipped),
+                    d.replay_of,
                 ])
             })
             .map_err(StoreError::sqlite(format!("insert delivery from source {}", d.source)))?;
             let delivery = txn.last_insert_rowid();
             let mut runs = Vec::with_capacity(d.runs.len());
+            let mut superseded = Vec::new();
             for run in &d.runs {
-                txn.prepare_cached(
-                    "INSERT INTO runs (delivery_id, pipeline, concurrency_group, trigger, status, event, git_ref, commit_sha, created_at)
-                     VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8)",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        delivery,
-                        run.pipeline,
-                        run.concurrency_group,
-                        run.trigger,
-                        to_json(&run.event),
-                        run.git_ref,
-                        run.commit,
-                        d.received_at,
-                    ])
-                })
-                .map_err(StoreError::sqlite(format!("queue run of pipeline {}", run.pipeline)))?;
+                let (id, mut older) = insert_run(txn, Some(delivery), run, d.received_at)?;
+                superseded.append(&mut older);
                 runs.push(RunRef {
-                    id: txn.last_insert_rowid(),
+                    id,
                     pipeline: run.pipeline.clone(),
                 });
             }
@@ -415,31 +529,56 @@ impl Store for SqliteStore {
                 runs,
                 skipped: d.skipped,
                 duplicate: false,
+                superseded,
             })
         })
         .await
     }
 
-    async fn recover(&self, now: i64) -> Result<Vec<i64>, StoreError> {
+    async fn recover(&self, now: i64, retry: RetryPolicy) -> Result<Vec<Recovered>, StoreError> {
         self.write(move |txn| {
-            let ids: Vec<i64> = txn
-                .prepare("SELECT id FROM runs WHERE status = 'running' ORDER BY id")
-                .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            let left: Vec<(i64, String, i64)> = txn
+                .prepare("SELECT id, pipeline, attempt FROM runs WHERE status = 'running' ORDER BY id")
+                .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect())
                 .map_err(StoreError::sqlite("find runs left running"))?;
-            txn.execute(
-                "UPDATE steps SET status = 'interrupted', finished_at = ?1
-                 WHERE status = 'running'",
-                [now],
-            )
-            .map_err(StoreError::sqlite("mark steps interrupted"))?;
-            txn.execute(
-                "UPDATE runs SET status = 'interrupted', finished_at = ?1,
-                        reason = 'hookd stopped while the run was running'
-                 WHERE status = 'running'",
-                [now],
-            )
-            .map_err(StoreError::sqlite("mark runs interrupted"))?;
-            Ok(ids)
+            let mut out = Vec::with_capacity(left.len());
+            for (id, pipeline, attempt) in left {
+                let pgids: Vec<i32> = txn
+                    .prepare_cached("SELECT pgid FROM steps WHERE run_id = ?1 AND status = 'running' AND pgid IS NOT NULL")
+                    .and_then(|mut s| s.query_map([id], |r| r.get(0))?.collect())
+                    .map_err(StoreError::sqlite(format!("read process groups of run {id}")))?;
+                close_steps(txn, id, RunStatus::Interrupted, now)?;
+                txn.execute(
+                    "UPDATE runs SET status = 'interrupted', finished_at = ?2,
+                            reason = 'hookd stopped while the run was running'
+                     WHERE id = ?1",
+                    params![id, now],
+                )
+                .map_err(StoreError::sqlite(format!("mark run {id} interrupted")))?;
+                let retry = match retry(&pipeline, attempt) {
+                    Some(plan) => insert_retry(txn, id, plan, now)?,
+                    None => None,
+                };
+                out.push(Recovered { id, pgids, retry });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn queue_run(&self, run: NewRun, now: i64) -> Result<Recorded, StoreError> {
+        self.write(move |txn| {
+            let (id, superseded) = insert_run(txn, None, &run, now)?;
+            Ok(Recorded {
+                delivery: 0,
+                runs: vec![RunRef {
+                    id,
+                    pipeline: run.pipeline.clone(),
+                }],
+                skipped: Vec::new(),
+                duplicate: false,
+                superseded,
+            })
         })
         .await
     }
@@ -448,8 +587,8 @@ impl Store for SqliteStore {
         self.read(move |conn| {
             let mut stmt = conn
                 .prepare_cached(
-                    "SELECT id, pipeline, concurrency_group FROM runs
-                     WHERE status = 'queued' ORDER BY id LIMIT ?1",
+                    "SELECT id, pipeline, concurrency_group, not_before FROM runs
+                     WHERE status = 'queued' ORDER BY COALESCE(seq, id), id LIMIT ?1",
                 )
                 .map_err(StoreError::sqlite("prepare queued runs"))?;
             let rows = stmt
@@ -458,6 +597,7 @@ impl Store for SqliteStore {
                         id: r.get(0)?,
                         pipeline: r.get(1)?,
                         concurrency_group: r.get(2)?,
+                        not_before: r.get(3)?,
                     })
                 })
                 .map_err(StoreError::sqlite("query queued runs"))?;
@@ -537,33 +677,137 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn set_step_pgid(&self, run: i64, idx: usize, pgid: i32) -> Result<(), StoreError> {
+        self.write(move |txn| {
+            txn.execute(
+                "UPDATE steps SET pgid = ?3 WHERE run_id = ?1 AND idx = ?2",
+                params![run, idx as i64, pgid],
+            )
+            .map_err(StoreError::sqlite(format!(
+                "record process group of step {idx} of run {run}"
+            )))?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn finish_run(
         &self,
         id: i64,
         status: RunStatus,
         reason: Option<&str>,
         now: i64,
-    ) -> Result<(), StoreError> {
+        retry: Option<RetryPlan>,
+    ) -> Result<Option<i64>, StoreError> {
         let reason = reason.map(str::to_string);
         self.write(move |txn| {
-            let step_status = match status {
-                RunStatus::TimedOut => StepStatus::TimedOut,
-                RunStatus::Cancelled | RunStatus::Superseded => StepStatus::Cancelled,
-                RunStatus::Succeeded => StepStatus::Succeeded,
-                RunStatus::Failed => StepStatus::Failed,
-                _ => StepStatus::Interrupted,
-            };
-            txn.execute(
-                "UPDATE steps SET status = ?2, finished_at = ?3 WHERE run_id = ?1 AND status = 'running'",
-                params![id, step_status.as_str(), now],
-            )
-            .map_err(StoreError::sqlite(format!("close steps of run {id}")))?;
+            close_steps(txn, id, status, now)?;
             txn.execute(
                 "UPDATE runs SET status = ?2, reason = ?3, finished_at = ?4 WHERE id = ?1",
                 params![id, status.as_str(), reason, now],
             )
             .map_err(StoreError::sqlite(format!("finish run {id}")))?;
-            Ok(())
+            match retry {
+                Some(plan) => insert_retry(txn, id, plan, now),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn cancel_queued(&self, id: i64, reason: &str, now: i64) -> Result<bool, StoreError> {
+        let reason = reason.to_string();
+        self.write(move |txn| {
+            let n = txn
+                .execute(
+                    "UPDATE runs SET status = 'cancelled', reason = ?2, finished_at = ?3
+                     WHERE id = ?1 AND status = 'queued'",
+                    params![id, reason, now],
+                )
+                .map_err(StoreError::sqlite(format!("cancel queued run {id}")))?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn last_success(
+        &self,
+        pipeline: &str,
+        git_ref: &str,
+    ) -> Result<Option<(i64, String)>, StoreError> {
+        let (pipeline, git_ref) = (pipeline.to_string(), git_ref.to_string());
+        self.read(move |conn| {
+            conn.query_row(
+                "SELECT id, commit_sha FROM runs
+                 WHERE pipeline = ?1 AND git_ref = ?2 AND status = 'succeeded' AND commit_sha IS NOT NULL
+                 ORDER BY id DESC LIMIT 1",
+                params![pipeline, git_ref],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(StoreError::sqlite(format!("find the last success of {pipeline} on {git_ref}")))
+        })
+        .await
+    }
+
+    async fn prune(
+        &self,
+        now: i64,
+        max_age_ms: Option<i64>,
+        max_runs_per_pipeline: Option<usize>,
+    ) -> Result<Pruned, StoreError> {
+        self.write(move |txn| {
+            let terminal = "status NOT IN ('queued', 'running')";
+            let mut doomed: Vec<i64> = Vec::new();
+            if let Some(age) = max_age_ms {
+                let mut ids: Vec<i64> = txn
+                    .prepare(&format!("SELECT id FROM runs WHERE {terminal} AND created_at < ?1"))
+                    .and_then(|mut s| s.query_map([now - age], |r| r.get(0))?.collect())
+                    .map_err(StoreError::sqlite("find runs past max_age"))?;
+                doomed.append(&mut ids);
+            }
+            if let Some(keep) = max_runs_per_pipeline {
+                let mut ids: Vec<i64> = txn
+                    .prepare(&format!(
+                        "SELECT id FROM (
+                           SELECT id, {terminal} AS done,
+                                  ROW_NUMBER() OVER (PARTITION BY pipeline ORDER BY id DESC) AS rank
+                           FROM runs)
+                         WHERE done AND rank > ?1"
+                    ))
+                    .and_then(|mut s| s.query_map([keep as i64], |r| r.get(0))?.collect())
+                    .map_err(StoreError::sqlite("find runs past max_runs_per_pipeline"))?;
+                doomed.append(&mut ids);
+            }
+            doomed.sort_unstable();
+            doomed.dedup();
+            for id in &doomed {
+                // Links from newer runs would dangle; clear them first.
+                txn.execute("UPDATE runs SET retry_of = NULL WHERE retry_of = ?1", [id])
+                    .and_then(|_| txn.execute("UPDATE runs SET superseded_by = NULL WHERE superseded_by = ?1", [id]))
+                    .and_then(|_| txn.execute("DELETE FROM steps WHERE run_id = ?1", [id]))
+                    .and_then(|_| txn.execute("DELETE FROM runs WHERE id = ?1", [id]))
+                    .map_err(StoreError::sqlite(format!("delete run {id}")))?;
+            }
+            let deliveries = match max_age_ms {
+                Some(age) => txn
+                    .execute(
+                        "UPDATE deliveries SET replay_of = NULL WHERE replay_of IN
+                           (SELECT id FROM deliveries d WHERE received_at < ?1
+                              AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.delivery_id = d.id))",
+                        [now - age],
+                    )
+                    .and_then(|_| {
+                        txn.execute(
+                            "DELETE FROM deliveries WHERE received_at < ?1
+                               AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.delivery_id = deliveries.id)",
+                            [now - age],
+                        )
+                    })
+                    .map_err(StoreError::sqlite("delete deliveries past max_age"))?,
+                None => 0,
+            };
+            Ok(Pruned { runs: doomed, deliveries })
         })
         .await
     }
@@ -740,8 +984,11 @@ mod tests {
                     event: event.clone(),
                     git_ref: Some("refs/heads/main".into()),
                     commit: Some("b2".into()),
+                    origin: RunOrigin::Webhook,
+                    supersede: false,
                 })
                 .collect(),
+            replay_of: None,
         }
     }
 
@@ -811,14 +1058,18 @@ mod tests {
         store.set_run_commit(a, "c3").await.expect("commit");
         assert!(store.start_run(b, 15).await.expect("start"));
         store
-            .finish_run(b, RunStatus::Failed, Some("boom"), 16)
+            .finish_run(b, RunStatus::Failed, Some("boom"), 16, None)
             .await
             .expect("finish");
         drop(store);
 
         // "Crash": reopen; the running run becomes interrupted, with its running step.
         let store = SqliteStore::open(dir.path()).expect("reopen");
-        assert_eq!(store.recover(20).await.expect("recover"), vec![a]);
+        let recovered = store
+            .recover(20, Box::new(|_, _| None))
+            .await
+            .expect("recover");
+        assert_eq!(recovered.iter().map(|r| r.id).collect::<Vec<_>>(), vec![a]);
         let run = store.run(a).await.expect("read").expect("exists");
         assert_eq!(run.status, RunStatus::Interrupted);
         assert_eq!(run.commit.as_deref(), Some("c3"));
