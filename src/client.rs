@@ -59,9 +59,34 @@ impl Client {
         if let Some(t) = &self.token {
             req = req.header("Authorization", &format!("Bearer {t}"));
         }
-        let mut resp = req
+        let resp = req
             .call()
             .with_context(|| format!("cannot reach hookd at {url}"))?;
+        Self::answer(&url, resp)
+    }
+
+    /// POST a JSON body; returns the decoded JSON answer.
+    pub fn post_json(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> anyhow::Result<serde_json::Value> {
+        let url = format!("{}{}", self.base, path);
+        let mut req = self
+            .agent
+            .post(&url)
+            .header("Content-Type", "application/json");
+        if let Some(t) = &self.token {
+            req = req.header("Authorization", &format!("Bearer {t}"));
+        }
+        let resp = req
+            .send(body.to_string().as_bytes())
+            .with_context(|| format!("cannot reach hookd at {url}"))?;
+        let body = Self::answer(&url, resp)?;
+        serde_json::from_slice(&body).with_context(|| format!("invalid JSON from {path}"))
+    }
+
+    fn answer(url: &str, mut resp: ureq::http::Response<ureq::Body>) -> anyhow::Result<Vec<u8>> {
         let status = resp.status();
         let mut body = Vec::new();
         resp.body_mut()

@@ -72,6 +72,36 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Start a pipeline that has a `manual` trigger.
+    Trigger {
+        /// Pipeline name.
+        pipeline: String,
+        /// Ref to check out (default: the pipeline's repo.ref, else the remote's HEAD).
+        #[arg(long = "ref", conflicts_with = "commit")]
+        git_ref: Option<String>,
+        /// Exact commit to check out.
+        #[arg(long)]
+        commit: Option<String>,
+        /// Wait for the run to end; exit 0 if it succeeded, 1 otherwise.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Match a stored delivery again against today's pipelines and run what matches.
+    Replay {
+        /// Delivery id.
+        delivery: i64,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Cancel a queued or running run.
+    Cancel {
+        /// Run id.
+        run: i64,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Print the headers a sender would attach to FILE (for testing with curl -H @file).
     Sign {
         /// Source name from the config.
@@ -170,6 +200,62 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .context("cannot write to stdout")?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Trigger {
+            pipeline,
+            git_ref,
+            commit,
+            wait,
+            remote,
+        } => {
+            let config = load_config(config_path)?;
+            let client = Client::new(&config, remote.url.as_deref(), remote.token_file.as_deref())?;
+            let mut body = serde_json::Map::new();
+            if let Some(r) = git_ref {
+                body.insert("ref".into(), r.into());
+            }
+            if let Some(c) = commit {
+                body.insert("commit".into(), c.into());
+            }
+            let path = format!("/api/v1/pipelines/{}/trigger", encode_segment(&pipeline));
+            let answer = client.post_json(&path, &serde_json::Value::Object(body))?;
+            let run = answer["runs"][0]["id"]
+                .as_i64()
+                .with_context(|| format!("unexpected answer: {answer}"))?;
+            println!("run {run} queued");
+            if !wait {
+                return Ok(ExitCode::SUCCESS);
+            }
+            let status = wait_for_run(&client, run)?;
+            println!("run {run} {status}");
+            Ok(if status == "succeeded" {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Replay { delivery, remote } => {
+            let config = load_config(config_path)?;
+            let client = Client::new(&config, remote.url.as_deref(), remote.token_file.as_deref())?;
+            let answer = client.post_json(
+                &format!("/api/v1/deliveries/{delivery}/replay"),
+                &serde_json::Value::Null,
+            )?;
+            println!("{}", serde_json::to_string_pretty(&answer)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cancel { run, remote } => {
+            let config = load_config(config_path)?;
+            let client = Client::new(&config, remote.url.as_deref(), remote.token_file.as_deref())?;
+            let answer = client.post_json(
+                &format!("/api/v1/runs/{run}/cancel"),
+                &serde_json::Value::Null,
+            )?;
+            println!(
+                "run {run}: {}",
+                answer["status"].as_str().unwrap_or("cancel requested")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Sign {
             source,
             event,
@@ -236,6 +322,31 @@ fn validate(config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// Polls a run until it is terminal; returns its status.
+fn wait_for_run(client: &Client, run: i64) -> anyhow::Result<String> {
+    loop {
+        let answer = client.get_json(&format!("/api/v1/runs/{run}"))?;
+        let status = answer["status"].as_str().unwrap_or("").to_string();
+        if !matches!(status.as_str(), "queued" | "running" | "") {
+            return Ok(status);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}
+
+/// Percent-encodes one URL path segment.
+fn encode_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 fn print_runs(answer: &serde_json::Value) {

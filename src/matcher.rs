@@ -160,7 +160,9 @@ mod tests {
             "sources:\n  github: {kind: github}\n  gh2: {kind: github}\n",
         )
         .expect("config");
-        let text = format!("name: {name}\non:\n{on}\nsteps: [{{run: 'true'}}]\n");
+        let text = format!(
+            "name: {name}\non:\n{on}\nrepo: {{url: 'file:///srv/git/x'}}\nsteps: [{{run: 'true'}}]\n"
+        );
         Arc::new(
             parse_pipeline(Path::new("p.yaml"), &text, &daemon).unwrap_or_else(|e| panic!("{e:?}")),
         )

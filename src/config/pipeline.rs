@@ -326,6 +326,7 @@ fn validate(
         }
     }
 
+    let raw_on_at = raw.on.referenced;
     if raw.on.value.is_empty() {
         errs.at(
             raw.on.referenced,
@@ -345,6 +346,14 @@ fn validate(
     }
 
     let repo = validate_repo(&mut errs, base, raw.repo);
+    if let Some(i) = triggers.iter().position(|t| matches!(t, Trigger::Manual)) {
+        if repo.url.is_none() {
+            errs.at(
+                raw_on_at,
+                format!("on[{i}].manual: a manual run has no webhook to take a clone URL from; set repo.url"),
+            );
+        }
+    }
     let env = validate_env(&mut errs, "env", raw.env);
 
     if raw.steps.value.is_empty() {
@@ -734,6 +743,10 @@ steps:
   - argv: [terraform, apply, -input=false, tfplan]
     env: { TF_LOG: "" }
 timeout: 30m
+concurrency:
+  group: terraform-prod
+  on_new_event: supersede
+retry: { attempts: 2, backoff: 30s }
 "#,
         )
         .expect("valid");
@@ -745,12 +758,25 @@ timeout: 30m
         assert_eq!(p.timeout, Some(Duration::from_secs(1800)));
         assert_eq!(p.repo.workspace, WorkspaceMode::Fresh);
         assert_eq!(p.env, vec![("TF_IN_AUTOMATION".into(), "1".into())]);
-        assert_eq!(p.concurrency_group, "infra-apply");
+        assert_eq!(p.concurrency_group, "terraform-prod");
+        assert_eq!(p.on_new_event, OnNewEvent::Supersede);
+        assert_eq!(
+            p.retry,
+            Retry {
+                attempts: 2,
+                backoff: Duration::from_secs(30)
+            }
+        );
+        assert!(!p.allow_rollback);
+        let defaults = parse("on: [{push: {}}]\nsteps: [{run: x}]\n").expect("valid");
+        assert_eq!(defaults.concurrency_group, "infra");
+        assert_eq!(defaults.on_new_event, OnNewEvent::Queue);
+        assert_eq!(defaults.retry.attempts, 1);
     }
 
     #[test]
     fn name_defaults_to_file_stem() {
-        let p = parse("on: [{manual: {}}]\nsteps: [{run: 'true'}]\n").expect("valid");
+        let p = parse("on: [{push: {}}]\nsteps: [{run: 'true'}]\n").expect("valid");
         assert_eq!(p.name, "infra");
     }
 
@@ -759,19 +785,19 @@ timeout: 30m
     fn errors_name_file_line_column_and_key() {
         let cases = [
             (
-                "on: [{manual: {}}]\nsteps:\n  - run: x\n    bogus: 1\n",
+                "on: [{push: {}}]\nsteps:\n  - run: x\n    bogus: 1\n",
                 "pipelines/infra.yaml:4:5: unknown field `bogus`",
             ),
             (
-                "on: [{manual: {}}]\nsteps:\n  - run: x\n    timeout: ten minutes\n",
+                "on: [{push: {}}]\nsteps:\n  - run: x\n    timeout: ten minutes\n",
                 "pipelines/infra.yaml:4:14: steps[0].timeout: invalid duration \"ten minutes\"",
             ),
             (
-                "on: [{manual: {}}]\nsteps:\n  - name: a\n",
+                "on: [{push: {}}]\nsteps:\n  - name: a\n",
                 "pipelines/infra.yaml:3:11: steps[0]: needs run (a shell script) or argv",
             ),
             (
-                "on: [{manual: {}}]\nsteps:\n  - run: a\n    argv: [b]\n",
+                "on: [{push: {}}]\nsteps:\n  - run: a\n    argv: [b]\n",
                 "pipelines/infra.yaml:3:10: steps[0]: set run or argv, not both",
             ),
             (
@@ -787,28 +813,44 @@ timeout: 30m
                 "pipelines/infra.yaml:2:5: unknown variant `pull_request`",
             ),
             (
-                "on: [{manual: {}}]\nsteps:\n  - run: x\n    timeout: [1]\n",
+                "on: [{push: {}}]\nsteps:\n  - run: x\n    timeout: [1]\n",
                 "pipelines/infra.yaml:4:14: ",
             ),
             (
-                "on: [{manual: {}}]\nsteps:\n  - {name: a, run: x}\n  - {name: a, run: y}\n",
+                "on: [{push: {}}]\nsteps:\n  - {name: a, run: x}\n  - {name: a, run: y}\n",
                 "pipelines/infra.yaml:4:5: steps[1].name: \"a\" is already the name of steps[0]",
             ),
             (
-                "on: [{manual: {}}]\nsteps:\n  - {run: x, dir: ../etc}\n",
+                "on: [{push: {}}]\nsteps:\n  - {run: x, dir: ../etc}\n",
                 "steps[0].dir: \"../etc\" must be a relative path inside the checkout",
             ),
             (
-                "on: [{manual: {}}]\nenv: {HOOKD_COMMIT: x}\nsteps: [{run: x}]\n",
+                "on: [{push: {}}]\nenv: {HOOKD_COMMIT: x}\nsteps: [{run: x}]\n",
                 "pipelines/infra.yaml:2:21: env.HOOKD_COMMIT: HOOKD_* variables are set by hookd",
             ),
             (
-                "on: [{manual: {}}]\nrepo: {workspace: temp}\nsteps: [{run: x}]\n",
+                "on: [{push: {}}]\nrepo: {workspace: temp}\nsteps: [{run: x}]\n",
                 "pipelines/infra.yaml:2:19: repo.workspace: \"temp\" is neither persistent nor fresh",
             ),
             ("on: []\nsteps: [{run: x}]\n", "pipelines/infra.yaml:1:5: on: at least one trigger"),
+            (
+                "on: [{manual: {}}]\nsteps: [{run: x}]\n",
+                "pipelines/infra.yaml:1:5: on[0].manual: a manual run has no webhook to take a clone URL from; set repo.url",
+            ),
+            (
+                "on: [{push: {}}]\nconcurrency: {on_new_event: replace}\nsteps: [{run: x}]\n",
+                "pipelines/infra.yaml:2:29: concurrency.on_new_event: \"replace\" is not one of queue, supersede, cancel",
+            ),
+            (
+                "on: [{push: {}}]\nretry: {attempts: 0}\nsteps: [{run: x}]\n",
+                "pipelines/infra.yaml:2:19: retry.attempts: counts every try including the first",
+            ),
+            (
+                "on: [{push: {}}]\nretry: {backoff: later}\nsteps: [{run: x}]\n",
+                "pipelines/infra.yaml:2:18: retry.backoff: invalid duration \"later\"",
+            ),
             ("steps: [{run: x}]\n", "missing field `on`"),
-            ("name: 'a b'\non: [{manual: {}}]\nsteps: [{run: x}]\n", "pipelines/infra.yaml:1:7: name: \"a b\" is not a valid pipeline name"),
+            ("name: 'a b'\non: [{push: {}}]\nsteps: [{run: x}]\n", "pipelines/infra.yaml:1:7: name: \"a b\" is not a valid pipeline name"),
         ];
         for (text, expected) in cases {
             let err = parse(text).expect_err(text);
@@ -822,7 +864,7 @@ timeout: 30m
     #[test]
     fn all_errors_of_a_file_are_reported() {
         let err = parse(
-            "on: [{manual: {}}]\nsteps:\n  - {run: x, timeout: soon}\n  - {name: b}\ntimeout: never\n",
+            "on: [{push: {}}]\nsteps:\n  - {run: x, timeout: soon}\n  - {name: b}\ntimeout: never\n",
         )
         .expect_err("invalid");
         assert_eq!(err.lines().count(), 3, "{err}");
@@ -831,7 +873,7 @@ timeout: 30m
     #[test]
     fn duplicate_names_across_files_are_errors() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let body = "name: same\non: [{manual: {}}]\nsteps: [{run: x}]\n";
+        let body = "name: same\non: [{push: {}}]\nsteps: [{run: x}]\n";
         std::fs::write(dir.path().join("a.yaml"), body).expect("write");
         std::fs::write(dir.path().join("b.yml"), body).expect("write");
         std::fs::write(dir.path().join("notes.txt"), "not yaml").expect("write");

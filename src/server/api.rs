@@ -10,16 +10,26 @@ use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
 use super::{error, is_loopback, unavailable};
-use crate::clock::rfc3339;
+use crate::clock::{now_ms, rfc3339};
 use crate::daemon::Shared;
-use crate::store::{DeliveryRecord, RunFilter, RunRecord, RunStatus};
+use crate::event::{Event, ManualEvent};
+use crate::matcher::match_events;
+use crate::scheduler::StopReason;
+use crate::source::Request;
+use crate::store::{DeliveryRecord, NewDelivery, RunFilter, RunOrigin, RunRecord, RunStatus};
 
 pub(super) fn scope() -> Scope {
     web::scope("/api/v1")
         .route("/runs", web::get().to(list_runs))
         .route("/runs/{id}", web::get().to(get_run))
         .route("/runs/{id}/log", web::get().to(get_log))
+        .route("/runs/{id}/cancel", web::post().to(cancel_run))
         .route("/deliveries/{id}", web::get().to(get_delivery))
+        .route("/deliveries/{id}/replay", web::post().to(replay_delivery))
+        .route(
+            "/pipelines/{name}/trigger",
+            web::post().to(trigger_pipeline),
+        )
 }
 
 /// Checks the caller; `Some` is the refusal to send.
@@ -79,6 +89,10 @@ pub(crate) fn run_json(run: &RunRecord) -> Value {
         "commit": run.commit,
         "delivery": run.delivery,
         "attempt": run.attempt,
+        "origin": run.origin,
+        "retry_of": run.retry_of,
+        "superseded_by": run.superseded_by,
+        "not_before": time(run.not_before),
         "created_at": time(Some(run.created_at)),
         "started_at": time(run.started_at),
         "finished_at": time(run.finished_at),
@@ -98,6 +112,7 @@ fn delivery_json(d: &DeliveryRecord) -> Value {
         "events": d.events,
         "runs": d.runs,
         "skipped": d.skipped,
+        "replay_of": d.replay_of,
     })
 }
 
@@ -191,6 +206,203 @@ async fn get_delivery(
     match shared.store.delivery(id).await {
         Ok(Some(d)) => HttpResponse::Ok().json(delivery_json(&d)),
         Ok(None) => error(StatusCode::NOT_FOUND, format!("no delivery {id}")),
+        Err(e) => unavailable(e),
+    }
+}
+
+/// `POST /api/v1/runs/{id}/cancel`: a queued run ends `cancelled` at once; a
+/// running one is stopped (its process group gets SIGTERM, then SIGKILL).
+async fn cancel_run(
+    req: HttpRequest,
+    id: web::Path<i64>,
+    shared: web::Data<Shared>,
+) -> HttpResponse {
+    if let Some(resp) = refuse(&req, &shared) {
+        return resp;
+    }
+    let id = id.into_inner();
+    let reason = "cancelled by an operator";
+    match shared.store.cancel_queued(id, reason, now_ms()).await {
+        Ok(true) => {
+            tracing::info!(run = id, "queued run cancelled");
+            return HttpResponse::Ok().json(json!({"id": id, "status": "cancelled"}));
+        }
+        Ok(false) => {}
+        Err(e) => return unavailable(e),
+    }
+    if shared
+        .active
+        .cancel(id, StopReason::Cancelled(reason.to_string()))
+    {
+        tracing::info!(run = id, "stopping running run");
+        return HttpResponse::Accepted().json(json!({"id": id, "status": "cancelling"}));
+    }
+    match shared.store.run(id).await {
+        Ok(Some(run)) if run.status.is_terminal() => error(
+            StatusCode::CONFLICT,
+            format!("run {id} already ended: {}", run.status.as_str()),
+        ),
+        // Between queued and running: the scheduler is starting it right now.
+        Ok(Some(_)) => error(
+            StatusCode::CONFLICT,
+            format!("run {id} is starting; try again"),
+        ),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no run {id}")),
+        Err(e) => unavailable(e),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TriggerBody {
+    #[serde(rename = "ref")]
+    git_ref: Option<String>,
+    commit: Option<String>,
+}
+
+/// `POST /api/v1/pipelines/{name}/trigger` with an optional JSON body
+/// `{"ref": "main"}` or `{"commit": "<sha>"}`.
+async fn trigger_pipeline(
+    req: HttpRequest,
+    name: web::Path<String>,
+    body: web::Bytes,
+    shared: web::Data<Shared>,
+) -> HttpResponse {
+    if let Some(resp) = refuse(&req, &shared) {
+        return resp;
+    }
+    let name = name.into_inner();
+    let body: TriggerBody = if body.iter().all(u8::is_ascii_whitespace) {
+        TriggerBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("body must be {{\"ref\": ...}} or {{\"commit\": ...}}: {e}"),
+                )
+            }
+        }
+    };
+    if let Some(c) = &body.commit {
+        if c.len() != 40 || !c.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("commit {c:?} is not a full 40-hex commit id"),
+            );
+        }
+    }
+    let Some(pipeline) = shared.pipeline(&name) else {
+        return error(StatusCode::NOT_FOUND, format!("no pipeline {name:?}"));
+    };
+    if !pipeline.has_manual_trigger() {
+        return error(
+            StatusCode::CONFLICT,
+            format!("pipeline {name:?} has no manual trigger (add `- manual: {{}}` to its on:)"),
+        );
+    }
+    let event = Event::Manual(ManualEvent {
+        git_ref: body.git_ref,
+        commit: body.commit.map(|c| c.to_ascii_lowercase()),
+        requested_by: req.peer_addr().map(|a| a.ip().to_string()),
+    });
+    let run = Shared::new_run(&pipeline, &event, RunOrigin::Manual);
+    match shared.store.queue_run(run, now_ms()).await {
+        Ok(recorded) => {
+            tracing::info!(pipeline = %name, run = ?recorded.runs.first().map(|r| r.id), "manual run queued");
+            shared.runs_queued(&recorded);
+            HttpResponse::Accepted().json(json!({ "runs": recorded.runs }))
+        }
+        Err(e) => unavailable(e),
+    }
+}
+
+/// `POST /api/v1/deliveries/{id}/replay`: parses the stored delivery again
+/// (no authentication: it was authenticated when it arrived), matches it
+/// against today's pipelines and queues the runs, as a new delivery that
+/// points at the old one. Replayed runs are exempt from the stale-push check.
+async fn replay_delivery(
+    req: HttpRequest,
+    id: web::Path<i64>,
+    shared: web::Data<Shared>,
+) -> HttpResponse {
+    if let Some(resp) = refuse(&req, &shared) {
+        return resp;
+    }
+    let id = id.into_inner();
+    let (original, body) = match (
+        shared.store.delivery(id).await,
+        shared.store.delivery_body(id).await,
+    ) {
+        (Ok(Some(d)), Ok(Some(b))) => (d, b),
+        (Ok(None), _) | (_, Ok(None)) => {
+            return error(StatusCode::NOT_FOUND, format!("no delivery {id}"))
+        }
+        (Err(e), _) | (_, Err(e)) => return unavailable(e),
+    };
+    let Some(source) = shared.sources.get(&original.source) else {
+        return error(
+            StatusCode::CONFLICT,
+            format!(
+                "delivery {id} came from source {:?}, which is no longer configured",
+                original.source
+            ),
+        );
+    };
+    let request = Request {
+        method: "POST",
+        headers: &original.headers,
+        query: "",
+        body: &body,
+        from_loopback: true,
+    };
+    let parsed = match source.parse(&request) {
+        Ok(p) => p,
+        Err(e) => {
+            return error(
+                StatusCode::CONFLICT,
+                format!("delivery {id} no longer parses: {e}"),
+            )
+        }
+    };
+    let pipelines = shared.pipelines();
+    let outcome = match_events(&original.source, &parsed.events, &pipelines);
+    let runs = outcome
+        .matches
+        .iter()
+        .map(|m| {
+            Shared::new_run(
+                &pipelines[m.pipeline],
+                &parsed.events[m.event],
+                RunOrigin::Replay,
+            )
+        })
+        .collect();
+    let delivery = NewDelivery {
+        source: original.source.clone(),
+        event_type: parsed.event_type.clone(),
+        provider_delivery_id: None,
+        received_at: now_ms(),
+        headers: original.headers.clone(),
+        body,
+        events: parsed.events,
+        skipped: outcome.skipped,
+        runs,
+        replay_of: Some(id),
+    };
+    match shared.store.record_delivery(delivery).await {
+        Ok(recorded) => {
+            tracing::info!(delivery = recorded.delivery, replay_of = id, runs = ?recorded.runs.iter().map(|r| r.id).collect::<Vec<_>>(), "delivery replayed");
+            shared.runs_queued(&recorded);
+            HttpResponse::Accepted().json(json!({
+                "delivery": recorded.delivery,
+                "replay_of": id,
+                "event": parsed.event_type,
+                "runs": recorded.runs,
+                "skipped": recorded.skipped,
+            }))
+        }
         Err(e) => unavailable(e),
     }
 }

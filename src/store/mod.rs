@@ -54,6 +54,9 @@ pub enum StoreError {
     /// A blocking task failed to run.
     #[error("store task failed: {0}")]
     Task(String),
+    /// A write was not committed within the deadline (disk stalled, database locked).
+    #[error("the store did not commit within {0:?}")]
+    Timeout(std::time::Duration),
 }
 
 impl StoreError {
@@ -370,6 +373,8 @@ pub struct DeliveryRecord {
     pub runs: Vec<RunRef>,
     /// Pipelines it did not match, with reasons.
     pub skipped: Vec<Skip>,
+    /// The delivery this one replays.
+    pub replay_of: Option<i64>,
 }
 
 /// Filters for listing runs.

@@ -33,6 +33,10 @@ const MIGRATIONS: &[&str] = &[
 /// Most jobs one transaction takes.
 const MAX_BATCH: usize = 512;
 
+/// A write not committed by then is reported as failed (the HTTP side
+/// answers 503); the database's own busy timeout is 5 s.
+const WRITE_DEADLINE: Duration = Duration::from_secs(10);
+
 /// A job's answer, sent once the batch it was part of committed (or failed).
 type Completion = Box<dyn FnOnce(Result<(), Arc<StoreError>>) + Send>;
 /// A write job: runs inside a savepoint; `false` rolls its savepoint back.
@@ -160,7 +164,10 @@ impl SqliteStore {
             .clone()
             .ok_or(StoreError::WriterGone)?;
         sender.send(job).map_err(|_| StoreError::WriterGone)?;
-        rx.await.map_err(|_| StoreError::WriterGone)?
+        match tokio::time::timeout(WRITE_DEADLINE, rx).await {
+            Ok(answer) => answer.map_err(|_| StoreError::WriterGone)?,
+            Err(_) => Err(StoreError::Timeout(WRITE_DEADLINE)),
+        }
     }
 
     async fn read<T: Send + 'static>(
@@ -900,7 +907,7 @@ impl Store for SqliteStore {
         self.read(move |conn| {
             let row = conn
                 .query_row(
-                    "SELECT source, event, received_at, provider_delivery_id, headers, events, skipped
+                    "SELECT source, event, received_at, provider_delivery_id, headers, events, skipped, replay_of
                      FROM deliveries WHERE id = ?1",
                     [id],
                     |r| {
@@ -912,12 +919,13 @@ impl Store for SqliteStore {
                             r.get::<_, String>(4)?,
                             r.get::<_, String>(5)?,
                             r.get::<_, String>(6)?,
+                            r.get::<_, Option<i64>>(7)?,
                         ))
                     },
                 )
                 .optional()
                 .map_err(StoreError::sqlite(format!("read delivery {id}")))?;
-            let Some((source, event, received_at, provider_delivery_id, headers, events, skipped)) = row
+            let Some((source, event, received_at, provider_delivery_id, headers, events, skipped, replay_of)) = row
             else {
                 return Ok(None);
             };
@@ -931,6 +939,7 @@ impl Store for SqliteStore {
                 events: decode("delivery events", id, &events)?,
                 runs: runs_of_delivery(conn, id)?,
                 skipped: decode("delivery skipped", id, &skipped)?,
+                replay_of,
             }))
         })
         .await
