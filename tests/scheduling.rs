@@ -411,7 +411,9 @@ fn crash_under_load_loses_no_acknowledged_delivery() {
         ZERO,
         &a,
     ));
-    let acked: Arc<Mutex<Vec<(String, i64, Vec<i64>)>>> = Arc::new(Mutex::new(Vec::new()));
+    // (provider delivery id, hookd delivery id, run ids) of every 2xx.
+    type Acked = Vec<(String, i64, Vec<i64>)>;
+    let acked: Arc<Mutex<Acked>> = Arc::new(Mutex::new(Vec::new()));
     let next = Arc::new(AtomicUsize::new(0));
     let total = 500;
     let started = Instant::now();
