@@ -59,7 +59,10 @@ async fn round(max_batch: usize, n: usize, body: Arc<Vec<u8>>) -> f64 {
         tasks.push(tokio::spawn(async move {
             let mut i = t;
             while i < n {
-                store.record_delivery(delivery(i, &body)).await.expect("record");
+                store
+                    .record_delivery(delivery(i, &body))
+                    .await
+                    .expect("record");
                 i += CONCURRENCY;
             }
         }));
@@ -95,8 +98,17 @@ fn main() {
     let (gmin, gmed, gmax) = stats(&mut grouped);
     let (smin, smed, smax) = stats(&mut single);
     println!("store ingest, fsync on (WAL, synchronous=FULL), {n} deliveries of {} bytes per round, {CONCURRENCY} concurrent writers, {ROUNDS} rounds", body.len());
-    println!("{:<34} {:>10} {:>10} {:>10}", "deliveries/s", "min", "median", "max");
-    println!("{:<34} {gmin:>10.0} {gmed:>10.0} {gmax:>10.0}", "group commit (batch <= 512)");
-    println!("{:<34} {smin:>10.0} {smed:>10.0} {smax:>10.0}", "one transaction per delivery");
+    println!(
+        "{:<34} {:>10} {:>10} {:>10}",
+        "deliveries/s", "min", "median", "max"
+    );
+    println!(
+        "{:<34} {gmin:>10.0} {gmed:>10.0} {gmax:>10.0}",
+        "group commit (batch <= 512)"
+    );
+    println!(
+        "{:<34} {smin:>10.0} {smed:>10.0} {smax:>10.0}",
+        "one transaction per delivery"
+    );
     println!("ratio of medians: {:.1}x", gmed / smed);
 }

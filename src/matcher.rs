@@ -12,6 +12,9 @@ use crate::event::{Event, PushEvent, RefKind};
 /// One pipeline to run for one event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Match {
+    /// The run's path filter is decided after the fetch (`paths:` /
+    /// `paths_ignore:` of the matching triggers).
+    pub paths_pending: bool,
     /// Index into the pipelines given to [`match_events`].
     pub pipeline: usize,
     /// Index into the events given to [`match_events`].
@@ -45,6 +48,7 @@ pub fn match_events(source: &str, events: &[Event], pipelines: &[Arc<Pipeline>])
         for (ei, event) in events.iter().enumerate() {
             match match_one(source, event, pipeline) {
                 Ok(trigger) => out.matches.push(Match {
+                    paths_pending: path_filters(source, event, pipeline).is_some(),
                     pipeline: pi,
                     event: ei,
                     trigger,
@@ -96,6 +100,35 @@ pub fn match_one(source: &str, event: &Event, pipeline: &Pipeline) -> Result<usi
             .collect::<Vec<_>>()
             .join("; "))
     }
+}
+
+/// The push triggers of `pipeline` that match `event`, when every one of them
+/// filters on changed paths (the run then depends on the changed files);
+/// `None` when some matching trigger has no path filter (it runs anyway), the
+/// event is not a push, or it is a tag push (path filters do not apply).
+pub fn path_filters<'p>(
+    source: &str,
+    event: &Event,
+    pipeline: &'p Pipeline,
+) -> Option<Vec<&'p PushTrigger>> {
+    let Event::Push(push) = event else {
+        return None;
+    };
+    if push.ref_kind == RefKind::Tag {
+        return None;
+    }
+    let mut filters = Vec::new();
+    for trigger in &pipeline.triggers {
+        if let Trigger::Push(t) = trigger {
+            if match_push(source, t, push).is_ok() {
+                if !t.has_path_filter() {
+                    return None;
+                }
+                filters.push(t);
+            }
+        }
+    }
+    (!filters.is_empty()).then_some(filters)
 }
 
 fn match_push(source: &str, t: &PushTrigger, p: &PushEvent) -> Result<(), String> {
@@ -290,6 +323,42 @@ mod tests {
     }
 
     #[test]
+    fn path_filters_are_pending_for_branches_only() {
+        let p = pipeline(
+            "tf",
+            "  - push: {branches: [main], paths: ['terraform/**']}\n  - push: {tags: ['v*']}",
+        );
+        let filters = path_filters("github", &push("a/b", "refs/heads/main"), &p).expect("pending");
+        assert_eq!(filters.len(), 1);
+        let changed = |files: &[&str]| files.iter().map(|f| f.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            filters[0].paths_match(&changed(&["docs/a.md", "terraform/main.tf"])),
+            Some("terraform/main.tf")
+        );
+        assert_eq!(filters[0].paths_match(&changed(&["docs/a.md"])), None);
+        assert!(
+            path_filters("github", &push("a/b", "refs/tags/v1"), &p).is_none(),
+            "tags ignore paths"
+        );
+        let ignore = pipeline("i", "  - push: {paths_ignore: ['**/*.md']}");
+        let f = path_filters("github", &push("a/b", "refs/heads/x"), &ignore).expect("pending");
+        assert_eq!(
+            f[0].paths_match(&changed(&["README.md", "docs/x.md"])),
+            None
+        );
+        assert_eq!(
+            f[0].paths_match(&changed(&["README.md", "src/x.rs"])),
+            Some("src/x.rs")
+        );
+        // One matching trigger without a path filter: the run does not depend on paths.
+        let mixed = pipeline(
+            "m",
+            "  - push: {paths: ['a/**']}\n  - push: {branches: [main]}",
+        );
+        assert!(path_filters("github", &push("a/b", "refs/heads/main"), &mixed).is_none());
+    }
+
+    #[test]
     fn outcome_lists_matches_and_skips() {
         let pipelines = vec![
             pipeline("deploy", "  - push: {branches: [main]}"),
@@ -299,6 +368,7 @@ mod tests {
         assert_eq!(
             out.matches,
             vec![Match {
+                paths_pending: false,
                 pipeline: 0,
                 event: 0,
                 trigger: 0

@@ -528,7 +528,19 @@ impl Scheduler {
             tracing::warn!(error = %e, "cannot record the checked-out commit");
         }
 
-        let end = match self.stale(run, pipeline, &repo.url, &checkout.commit).await {
+        let changed = self.changed_files(&run.event, &repo, &checkout, stop).await;
+        if let Err(e) = &changed {
+            log.line(
+                "run",
+                Stream::Hookd,
+                &format!("cannot compute changed files: {e}"),
+            );
+        }
+        let skip = match self.stale(run, pipeline, &repo.url, &checkout.commit).await {
+            Some(msg) => Some(msg),
+            None => path_filter_skip(source.as_deref(), run, pipeline, &changed),
+        };
+        let end = match skip {
             Some(msg) => {
                 log.line("run", Stream::Hookd, &msg);
                 RunEnd::new(RunStatus::Skipped, msg)
@@ -540,7 +552,7 @@ impl Scheduler {
                         run,
                         source.as_deref(),
                         &payload,
-                        &repo.url,
+                        changed.as_deref().unwrap_or_default(),
                         &checkout,
                         log,
                         deadline,
@@ -615,7 +627,7 @@ impl Scheduler {
         run: &RunRecord,
         source: Option<&str>,
         payload: &[u8],
-        url: &str,
+        changed: &[String],
         checkout: &Checkout,
         log: &RunLog,
         deadline: Option<Instant>,
@@ -623,15 +635,7 @@ impl Scheduler {
     ) -> StepsEnd {
         let run_id = run.id;
         let run_dir = self.shared.run_dir(run_id);
-        let changed = self.changed_files(&run.event, url, checkout).await;
-        if let Err(e) = &changed {
-            log.line(
-                "run",
-                Stream::Hookd,
-                &format!("cannot compute changed files: {e}"),
-            );
-        }
-        let files = match write_run_files(&run_dir, run, payload, &changed).await {
+        let files = match write_run_files(&run_dir, run, payload, changed).await {
             Ok(f) => f,
             Err(e) => {
                 log.line("run", Stream::Hookd, &e);
@@ -787,20 +791,53 @@ impl Scheduler {
         })
     }
 
-    /// Changed paths of a push: `before..after` when the ref existed before,
-    /// every file of the commit when the push created the ref. Best effort:
-    /// on error the list is empty and the run log says why.
+    /// Changed paths of a push, computed with git from the mirror (never
+    /// trusted from the payload: commit lists are capped, force pushes
+    /// rewrite history, some forges send none):
+    /// - an existing ref (force push or not): the tree of the old tip against
+    ///   the tree of the new tip;
+    /// - a new ref, or an old tip the mirror cannot find: against the merge
+    ///   base of the new tip with the remote's default branch; when that base
+    ///   is the new tip itself (the ref starts at a commit the default branch
+    ///   already has, e.g. the first push of the default branch) or there is
+    ///   none, every file of the commit counts.
     async fn changed_files(
         &self,
         event: &Event,
-        url: &str,
+        repo: &RepoSpec,
         checkout: &Checkout,
+        stop: &CancellationToken,
     ) -> Result<Vec<String>, String> {
         let Event::Push(p) = event else {
             return Ok(Vec::new());
         };
+        let (url, after) = (repo.url.as_str(), checkout.commit.as_str());
+        if let Some(before) = &p.before {
+            match self
+                .workspaces
+                .changed_paths(url, Some(before), after)
+                .await
+            {
+                Ok(paths) => return Ok(paths),
+                Err(e) => {
+                    tracing::info!(error = %e, "old tip not comparable; using the merge base with the default branch")
+                }
+            }
+        }
+        let base = match self.workspaces.resolve_ref(repo, "HEAD", stop).await {
+            Ok(default_tip) => self
+                .workspaces
+                .merge_base(url, after, &default_tip)
+                .await
+                .map_err(|e| e.to_string())?,
+            Err(e) => {
+                tracing::info!(error = %e, "cannot resolve the default branch; every file counts as changed");
+                None
+            }
+        };
+        let base = base.filter(|b| b != after);
         self.workspaces
-            .changed_paths(url, p.before.as_deref(), &checkout.commit)
+            .changed_paths(url, base.as_deref(), after)
             .await
             .map_err(|e| e.to_string())
     }
@@ -915,11 +952,52 @@ struct RunFiles {
     changed: PathBuf,
 }
 
+/// The reason to skip a path-filtered run, when no changed file counts.
+/// Unknown changed files (git failed) never skip: the run goes ahead.
+fn path_filter_skip(
+    source: Option<&str>,
+    run: &RunRecord,
+    pipeline: &Pipeline,
+    changed: &Result<Vec<String>, String>,
+) -> Option<String> {
+    let filters = crate::matcher::path_filters(source.unwrap_or_default(), &run.event, pipeline)?;
+    let changed = changed.as_ref().ok()?;
+    if filters.iter().any(|t| t.paths_match(changed).is_some()) {
+        return None;
+    }
+    let shown: Vec<&str> = changed.iter().take(5).map(String::as_str).collect();
+    let more = changed.len().saturating_sub(shown.len());
+    let filter = filters
+        .iter()
+        .map(|t| {
+            let mut parts = Vec::new();
+            if let Some(p) = &t.paths {
+                parts.push(format!("paths {}", p.describe()));
+            }
+            if let Some(p) = &t.paths_ignore {
+                parts.push(format!("paths_ignore {}", p.describe()));
+            }
+            parts.join(" minus ")
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    Some(format!(
+        "no changed path matches {filter} ({} changed: {}{})",
+        changed.len(),
+        shown.join(", "),
+        if more > 0 {
+            format!(", and {more} more")
+        } else {
+            String::new()
+        }
+    ))
+}
+
 async fn write_run_files(
     run_dir: &Path,
     run: &RunRecord,
     payload: &[u8],
-    changed: &Result<Vec<String>, String>,
+    changed: &[String],
 ) -> Result<RunFiles, String> {
     let files = RunFiles {
         event: run_dir.join("event.json"),
@@ -929,11 +1007,9 @@ async fn write_run_files(
     let event =
         serde_json::to_vec_pretty(&run.event).map_err(|e| format!("cannot encode event: {e}"))?;
     let mut changed_text = String::new();
-    if let Ok(paths) = changed {
-        for p in paths {
-            changed_text.push_str(p);
-            changed_text.push('\n');
-        }
+    for p in changed {
+        changed_text.push_str(p);
+        changed_text.push('\n');
     }
     for (path, bytes) in [
         (&files.event, event.as_slice()),

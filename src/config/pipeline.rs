@@ -86,6 +86,31 @@ pub struct PushTrigger {
     pub branches: Option<PatternList>,
     /// Tag globs; with only `branches` set, tags never match.
     pub tags: Option<PatternList>,
+    /// Changed-path globs: the run starts if one changed file matches (and
+    /// no `paths_ignore` glob). Computed with git after the fetch; not
+    /// applied to tag pushes.
+    pub paths: Option<PatternList>,
+    /// Changed-path globs whose files do not count.
+    pub paths_ignore: Option<PatternList>,
+}
+
+impl PushTrigger {
+    /// True when the trigger filters on changed paths.
+    pub fn has_path_filter(&self) -> bool {
+        self.paths.is_some() || self.paths_ignore.is_some()
+    }
+
+    /// Does one of `changed` count? A file counts if it matches `paths` (or
+    /// `paths` is omitted) and no `paths_ignore` pattern.
+    pub fn paths_match<'a>(&self, changed: &'a [String]) -> Option<&'a str> {
+        changed
+            .iter()
+            .find(|f| {
+                self.paths.as_ref().is_none_or(|p| p.is_match(f))
+                    && !self.paths_ignore.as_ref().is_some_and(|p| p.is_match(f))
+            })
+            .map(String::as_str)
+    }
 }
 
 /// How to bring up the working tree.
@@ -185,6 +210,8 @@ struct RawPush {
     repository: Option<Spanned<String>>,
     branches: Option<Vec<Spanned<String>>>,
     tags: Option<Vec<Spanned<String>>>,
+    paths: Option<Vec<Spanned<String>>>,
+    paths_ignore: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -532,11 +559,20 @@ fn validate_push(
     });
     let branches = patterns(errs, &format!("{field}.branches"), &p.branches, false);
     let tags = patterns(errs, &format!("{field}.tags"), &p.tags, false);
+    let paths = patterns(errs, &format!("{field}.paths"), &p.paths, false);
+    let paths_ignore = patterns(
+        errs,
+        &format!("{field}.paths_ignore"),
+        &p.paths_ignore,
+        false,
+    );
     (before == errs.is_empty() || !before).then_some(PushTrigger {
         sources,
         repository,
         branches,
         tags,
+        paths,
+        paths_ignore,
     })
 }
 

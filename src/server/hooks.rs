@@ -18,10 +18,20 @@ use crate::store::{NewDelivery, RunOrigin, RunRef};
 struct Accepted<'a> {
     delivery: i64,
     event: &'a str,
-    runs: Vec<RunRef>,
+    runs: Vec<AcceptedRun>,
     skipped: Vec<Skip>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     duplicate: bool,
+}
+
+/// A queued run in the answer; `paths: "pending"` when its path filter is
+/// decided after the fetch (it may still end `skipped`).
+#[derive(Debug, Serialize)]
+struct AcceptedRun {
+    id: i64,
+    pipeline: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    paths: Option<&'static str>,
 }
 
 enum BodyError {
@@ -174,7 +184,18 @@ pub(super) async fn receive(
     HttpResponse::build(status).json(Accepted {
         delivery: recorded.delivery,
         event: &parsed.event_type,
-        runs: recorded.runs,
+        runs: recorded
+            .runs
+            .into_iter()
+            .enumerate()
+            .map(|(i, RunRef { id, pipeline })| AcceptedRun {
+                id,
+                pipeline,
+                paths: (!recorded.duplicate
+                    && outcome.matches.get(i).is_some_and(|m| m.paths_pending))
+                .then_some("pending"),
+            })
+            .collect(),
         skipped: recorded.skipped,
         duplicate: recorded.duplicate,
     })
