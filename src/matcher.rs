@@ -124,7 +124,7 @@ pub fn path_filters<'p>(
                 if !t.has_path_filter() {
                     return None;
                 }
-                filters.push(t);
+                filters.push(t.as_ref());
             }
         }
     }

@@ -80,7 +80,8 @@ fn a_burst_under_supersede_runs_the_running_one_and_the_newest_only() {
         "",
         &[(
             "apply",
-            "on: [{push: {branches: [main]}}]\nenv: {OUT: $OUT}\nconcurrency: {on_new_event: supersede}\nsteps:\n  - run: sleep 1; echo \"$HOOKD_COMMIT\" >> \"$OUT/applied\"\n",
+            // Each run holds until the test has sent the whole burst.
+            "on: [{push: {branches: [main]}}]\nenv: {OUT: $OUT}\nconcurrency: {on_new_event: supersede}\nsteps:\n  - timeout: 60s\n    run: until [ -f \"$OUT/release\" ]; do sleep 0.05; done; echo \"$HOOKD_COMMIT\" >> \"$OUT/applied\"\n",
         )],
     );
     let daemon = env.start();
@@ -94,6 +95,7 @@ fn a_burst_under_supersede_runs_the_running_one_and_the_newest_only() {
         before = c.clone();
         commits.push(c);
     }
+    std::fs::write(env.out().join("release"), "").expect("release");
     let runs = wait_all_terminal(&daemon, 20);
     let executed: Vec<&Value> = runs.iter().filter(|r| r["status"] == "succeeded").collect();
     assert!(

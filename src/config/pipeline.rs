@@ -70,7 +70,7 @@ impl Pipeline {
 #[derive(Debug, Clone)]
 pub enum Trigger {
     /// `push:` with its filters.
-    Push(PushTrigger),
+    Push(Box<PushTrigger>),
     /// `manual: {}`: `hookd trigger` and the API may start it.
     Manual,
 }
@@ -366,7 +366,7 @@ fn validate(
             RawTrigger::Manual(RawManual {}) => triggers.push(Trigger::Manual),
             RawTrigger::Push(p) => {
                 if let Some(t) = validate_push(&mut errs, i, p, daemon) {
-                    triggers.push(Trigger::Push(t));
+                    triggers.push(Trigger::Push(Box::new(t)));
                 }
             }
         }
