@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use serde_saphyr::Spanned;
+use serde_saphyr::{Location, Spanned};
 
 use super::{
     is_env_name, is_safe_name, parse_yaml, resolve_path, ConfigError, ConfigErrors, Errors,
@@ -44,11 +44,28 @@ impl fmt::Debug for Secret {
 pub enum SourceKind {
     /// GitHub and GitHub Enterprise webhooks (`X-Hub-Signature-256`).
     Github,
+    /// GitLab webhooks (`X-Gitlab-Token`, or the Standard Webhooks signing token).
+    Gitlab,
+    /// Gitea, Forgejo and Gogs webhooks (`X-Gitea-Signature` and its copies).
+    Gitea,
+    /// Bitbucket Cloud webhooks (`X-Hub-Signature: sha256=…`, event `repo:push`).
+    BitbucketCloud,
+    /// Bitbucket Data Center / Server webhooks (`repo:refs_changed`).
+    BitbucketServer,
+    /// Any other sender: payload fields mapped with JSON pointers, configurable auth.
+    Generic,
 }
 
 impl SourceKind {
     /// Every kind with its config spelling.
-    pub const ALL: &'static [(&'static str, SourceKind)] = &[("github", SourceKind::Github)];
+    pub const ALL: &'static [(&'static str, SourceKind)] = &[
+        ("github", SourceKind::Github),
+        ("gitlab", SourceKind::Gitlab),
+        ("gitea", SourceKind::Gitea),
+        ("bitbucket-cloud", SourceKind::BitbucketCloud),
+        ("bitbucket-server", SourceKind::BitbucketServer),
+        ("generic", SourceKind::Generic),
+    ];
 
     /// The config spelling.
     pub fn as_str(self) -> &'static str {
@@ -66,31 +83,202 @@ impl SourceKind {
     /// Which credential keys this kind can verify.
     fn accepted_credentials(self) -> &'static [&'static str] {
         match self {
-            SourceKind::Github => &["secret_file", "secret_env"],
+            SourceKind::Github | SourceKind::BitbucketCloud => &["secret_file", "secret_env"],
+            SourceKind::Gitlab => &["token_file", "signing_token_file"],
+            SourceKind::Gitea => &["secret_file", "secret_env", "bearer_token_file"],
+            SourceKind::BitbucketServer => &["secret_file", "secret_env", "basic"],
+            SourceKind::Generic => &[
+                "secret_file",
+                "secret_env",
+                "token_file",
+                "bearer_token_file",
+                "basic",
+            ],
         }
     }
 }
 
-/// How a source's senders prove who they are.
+/// HTTP basic auth a sender must present (`basic: {username, password_file}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BasicAuth {
+    /// The expected user name.
+    pub username: String,
+    /// The expected password.
+    pub password: Secret,
+}
+
+/// How a source's senders prove who they are. Every credential that is set
+/// must verify; none set means loopback senders only.
 #[derive(Debug, Clone, Default)]
 pub struct Credentials {
     /// HMAC key (`secret_file` / `secret_env`).
     pub hmac_secret: Option<Secret>,
+    /// A token the sender presents as-is (`token_file`), compared in constant time.
+    pub token: Option<Secret>,
+    /// A Standard Webhooks signing key, `whsec_<base64>` (`signing_token_file`).
+    pub signing_token: Option<Secret>,
+    /// `Authorization: Bearer <token>` (`bearer_token_file`).
+    pub bearer_token: Option<Secret>,
+    /// `Authorization: Basic …` (`basic: {username, password_file}`).
+    pub basic: Option<BasicAuth>,
 }
 
 impl Credentials {
     /// No credential configured: only loopback senders are accepted.
     pub fn is_empty(&self) -> bool {
         self.hmac_secret.is_none()
+            && self.token.is_none()
+            && self.signing_token.is_none()
+            && self.bearer_token.is_none()
+            && self.basic.is_none()
     }
 
-    /// Every secret value, for redaction from run logs.
+    /// Every secret value, for redaction from run logs (including the forms
+    /// a sender puts on the wire: the base64 key of a `whsec_` token and the
+    /// base64 `user:password` of basic auth).
     pub fn secrets(&self) -> Vec<String> {
-        self.hmac_secret
-            .iter()
-            .map(|s| s.expose().to_string())
-            .collect()
+        use base64::Engine;
+        let mut out: Vec<String> = [
+            &self.hmac_secret,
+            &self.token,
+            &self.signing_token,
+            &self.bearer_token,
+        ]
+        .into_iter()
+        .flatten()
+        .map(|s| s.expose().to_string())
+        .collect();
+        if let Some(key) = self
+            .signing_token
+            .as_ref()
+            .and_then(|s| s.expose().strip_prefix("whsec_"))
+        {
+            out.push(key.to_string());
+        }
+        if let Some(b) = &self.basic {
+            out.push(b.password.expose().to_string());
+            out.push(base64::engine::general_purpose::STANDARD.encode(format!(
+                "{}:{}",
+                b.username,
+                b.password.expose()
+            )));
+        }
+        out
     }
+}
+
+/// The hash function of an HMAC signature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HmacAlgorithm {
+    /// HMAC-SHA1 (legacy senders).
+    Sha1,
+    /// HMAC-SHA256.
+    Sha256,
+    /// HMAC-SHA512.
+    Sha512,
+}
+
+impl HmacAlgorithm {
+    const ALL: &'static [(&'static str, HmacAlgorithm)] = &[
+        ("sha1", HmacAlgorithm::Sha1),
+        ("sha256", HmacAlgorithm::Sha256),
+        ("sha512", HmacAlgorithm::Sha512),
+    ];
+
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HmacAlgorithm::Sha1 => "sha1",
+            HmacAlgorithm::Sha256 => "sha256",
+            HmacAlgorithm::Sha512 => "sha512",
+        }
+    }
+}
+
+/// How a signature is written in its header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureEncoding {
+    /// Hexadecimal digits (either case).
+    Hex,
+    /// Standard base64 (padding optional).
+    Base64,
+}
+
+/// A `generic` source's HMAC check (`hmac: {header, algorithm, encoding, prefix}`),
+/// keyed with the source's `secret_file` / `secret_env`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HmacConfig {
+    /// The header carrying the signature.
+    pub header: String,
+    /// Hash function (default sha256).
+    pub algorithm: HmacAlgorithm,
+    /// Hex (default) or base64.
+    pub encoding: SignatureEncoding,
+    /// Text before the encoded signature, e.g. `sha256=` (default none).
+    pub prefix: String,
+}
+
+/// Where a `generic` source's `token_file` token is sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenPlace {
+    /// In this request header.
+    Header(String),
+    /// In this query-string parameter.
+    Query(String),
+}
+
+/// Where a `generic` source finds the sender's delivery id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryIdPlace {
+    /// In this request header.
+    Header(String),
+    /// At this JSON pointer of the payload.
+    Pointer(String),
+}
+
+/// JSON pointers (RFC 6901) from a `generic` payload to a push event's fields.
+/// A GET request's query string (and a form-encoded body) is read as a flat
+/// JSON object, so `/ref` reads `?ref=…`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushMapping {
+    /// `owner/name` of the repository (default `/repository`).
+    pub repository: String,
+    /// The pushed ref (default `/ref`); a value without `refs/` names a branch.
+    pub git_ref: String,
+    /// The commit before the push (default `/before`); absent means unknown.
+    pub before: String,
+    /// The pushed commit (default `/after`); null, empty or zeros mean a deletion.
+    pub after: String,
+    /// Where to clone from (default `/clone_url`).
+    pub clone_url: String,
+    /// Who pushed (default `/pusher`).
+    pub pusher: String,
+}
+
+impl Default for PushMapping {
+    fn default() -> Self {
+        PushMapping {
+            repository: "/repository".into(),
+            git_ref: "/ref".into(),
+            before: "/before".into(),
+            after: "/after".into(),
+            clone_url: "/clone_url".into(),
+            pusher: "/pusher".into(),
+        }
+    }
+}
+
+/// Settings only `kind: generic` sources have.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GenericConfig {
+    /// Body signature check, keyed with the source's HMAC secret.
+    pub hmac: Option<HmacConfig>,
+    /// Where the `token_file` token is sent.
+    pub token: Option<TokenPlace>,
+    /// Payload fields of the push event.
+    pub push: PushMapping,
+    /// Where the sender's delivery id is (redeliveries are then dropped).
+    pub delivery_id: Option<DeliveryIdPlace>,
 }
 
 /// One receiver endpoint, `/hooks/{name}`.
@@ -102,6 +290,8 @@ pub struct SourceConfig {
     pub kind: SourceKind,
     /// Its credentials.
     pub credentials: Credentials,
+    /// The generic kind's mapping and auth placement; `None` for other kinds.
+    pub generic: Option<GenericConfig>,
 }
 
 /// Where runs, deliveries and policy state are kept.
@@ -186,6 +376,56 @@ struct RawSource {
     kind: Spanned<String>,
     secret_file: Option<Spanned<String>>,
     secret_env: Option<Spanned<String>>,
+    token_file: Option<Spanned<String>>,
+    signing_token_file: Option<Spanned<String>>,
+    bearer_token_file: Option<Spanned<String>>,
+    basic: Option<Spanned<RawBasic>>,
+    token: Option<Spanned<RawTokenPlace>>,
+    hmac: Option<Spanned<RawHmac>>,
+    push: Option<Spanned<RawPush>>,
+    delivery_id: Option<Spanned<RawDeliveryId>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBasic {
+    username: Spanned<String>,
+    password_file: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTokenPlace {
+    header: Option<Spanned<String>>,
+    query: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHmac {
+    header: Spanned<String>,
+    algorithm: Option<Spanned<String>>,
+    encoding: Option<Spanned<String>>,
+    prefix: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPush {
+    repository: Option<Spanned<String>>,
+    #[serde(rename = "ref")]
+    git_ref: Option<Spanned<String>>,
+    before: Option<Spanned<String>>,
+    after: Option<Spanned<String>>,
+    clone_url: Option<Spanned<String>>,
+    pusher: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDeliveryId {
+    header: Option<Spanned<String>>,
+    pointer: Option<Spanned<String>>,
 }
 
 impl DaemonConfig {
@@ -395,18 +635,18 @@ fn validate(
     let mut sources = BTreeMap::new();
     match raw.sources {
         None => {
-            // Built-in: one source per kind, named after it, without credentials
-            // (loopback senders only, which start-up says loudly).
-            for (name, kind) in SourceKind::ALL {
-                sources.insert(
-                    name.to_string(),
-                    SourceConfig {
-                        name: name.to_string(),
-                        kind: *kind,
-                        credentials: Credentials::default(),
-                    },
-                );
-            }
+            // Built-in (the documented default, `{github: {kind: github}}`):
+            // one source without credentials, so loopback senders only,
+            // which start-up says loudly. Other kinds are configured.
+            sources.insert(
+                "github".to_string(),
+                SourceConfig {
+                    name: "github".to_string(),
+                    kind: SourceKind::Github,
+                    credentials: Credentials::default(),
+                    generic: None,
+                },
+            );
         }
         Some(raw_sources) => {
             for (name, rs) in raw_sources {
@@ -464,23 +704,52 @@ fn validate_source(
         );
         return None;
     };
-    let given: Vec<(&str, &Spanned<String>)> = [
-        ("secret_file", rs.secret_file.as_ref()),
-        ("secret_env", rs.secret_env.as_ref()),
+    let given: Vec<(&str, Location)> = [
+        ("secret_file", rs.secret_file.as_ref().map(|v| v.referenced)),
+        ("secret_env", rs.secret_env.as_ref().map(|v| v.referenced)),
+        ("token_file", rs.token_file.as_ref().map(|v| v.referenced)),
+        (
+            "signing_token_file",
+            rs.signing_token_file.as_ref().map(|v| v.referenced),
+        ),
+        (
+            "bearer_token_file",
+            rs.bearer_token_file.as_ref().map(|v| v.referenced),
+        ),
+        ("basic", rs.basic.as_ref().map(|v| v.referenced)),
     ]
     .into_iter()
     .filter_map(|(k, v)| v.map(|v| (k, v)))
     .collect();
-    for (key, v) in &given {
+    for (key, loc) in &given {
         if !kind.accepted_credentials().contains(key) {
             errs.at(
-                v.referenced,
+                *loc,
                 format!(
                     "sources.{name}.{key}: {} sources authenticate with {}",
                     kind.as_str(),
-                    kind.accepted_credentials().join(" or ")
+                    either_of(kind.accepted_credentials())
                 ),
             );
+        }
+    }
+    if kind != SourceKind::Generic {
+        let generic_only = [
+            ("token", rs.token.as_ref().map(|v| v.referenced)),
+            ("hmac", rs.hmac.as_ref().map(|v| v.referenced)),
+            ("push", rs.push.as_ref().map(|v| v.referenced)),
+            ("delivery_id", rs.delivery_id.as_ref().map(|v| v.referenced)),
+        ];
+        for (key, loc) in generic_only {
+            if let Some(loc) = loc {
+                errs.at(
+                    loc,
+                    format!(
+                        "sources.{name}.{key}: only generic sources take {key} ({} sources use their provider's own format)",
+                        kind.as_str()
+                    ),
+                );
+            }
         }
     }
     if let (Some(f), Some(_)) = (&rs.secret_file, &rs.secret_env) {
@@ -489,11 +758,14 @@ fn validate_source(
             format!("sources.{name}: set secret_file or secret_env, not both"),
         );
     }
+    let mut secret_from_file = |errs: &mut Errors, key: &str, v: Option<&Spanned<String>>| {
+        let v = v?;
+        let field = format!("sources.{name}.{key}");
+        path_of(errs, &field, v).and_then(|p| read_secret_file(errs, &field, v, &p))
+    };
     let mut credentials = Credentials::default();
-    if let Some(v) = &rs.secret_file {
-        let field = format!("sources.{name}.secret_file");
-        credentials.hmac_secret =
-            path_of(errs, &field, v).and_then(|p| read_secret_file(errs, &field, v, &p));
+    if rs.secret_file.is_some() {
+        credentials.hmac_secret = secret_from_file(errs, "secret_file", rs.secret_file.as_ref());
     } else if let Some(v) = &rs.secret_env {
         let field = format!("sources.{name}.secret_env");
         match std::env::var(&v.value) {
@@ -509,11 +781,246 @@ fn validate_source(
             ),
         }
     }
+    credentials.token = secret_from_file(errs, "token_file", rs.token_file.as_ref());
+    credentials.bearer_token =
+        secret_from_file(errs, "bearer_token_file", rs.bearer_token_file.as_ref());
+    credentials.signing_token =
+        secret_from_file(errs, "signing_token_file", rs.signing_token_file.as_ref()).filter(|s| {
+            let ok = crate::source::standard_webhooks_key(s.expose()).is_some();
+            if !ok {
+                if let Some(v) = &rs.signing_token_file {
+                    errs.at(
+                        v.referenced,
+                        format!(
+                            "sources.{name}.signing_token_file: {} does not hold a signing token (whsec_ followed by base64, as GitLab shows it)",
+                            v.value
+                        ),
+                    );
+                }
+            }
+            ok
+        });
+    if let Some(b) = &rs.basic {
+        let username = &b.value.username;
+        if username.value.is_empty() || username.value.contains(':') {
+            errs.at(
+                username.referenced,
+                format!(
+                    "sources.{name}.basic.username: {:?} is not a user name (it must be non-empty and without ':')",
+                    username.value
+                ),
+            );
+        }
+        let password = secret_from_file(errs, "basic.password_file", Some(&b.value.password_file));
+        credentials.basic = password.map(|password| BasicAuth {
+            username: username.value.clone(),
+            password,
+        });
+    }
+    let generic = (kind == SourceKind::Generic).then(|| validate_generic(errs, name, &rs));
     Some(SourceConfig {
         name: name.to_string(),
         kind,
         credentials,
+        generic,
     })
+}
+
+/// The generic kind's own keys, and how they pair with the credential keys.
+fn validate_generic(errs: &mut Errors, name: &str, rs: &RawSource) -> GenericConfig {
+    let mut out = GenericConfig::default();
+    let secret_loc = rs
+        .secret_file
+        .as_ref()
+        .or(rs.secret_env.as_ref())
+        .map(|v| v.referenced);
+    match (&rs.hmac, secret_loc) {
+        (Some(h), None) => errs.at(
+            h.referenced,
+            format!(
+                "sources.{name}.hmac: needs the HMAC key in secret_file or secret_env"
+            ),
+        ),
+        (None, Some(loc)) => errs.at(
+            loc,
+            format!(
+                "sources.{name}: a generic source with an HMAC secret needs hmac: {{header: NAME}} to say which header carries the signature"
+            ),
+        ),
+        _ => {}
+    }
+    if let Some(h) = &rs.hmac {
+        let h = &h.value;
+        check_header_name(errs, &format!("sources.{name}.hmac.header"), &h.header);
+        let algorithm = match &h.algorithm {
+            None => HmacAlgorithm::Sha256,
+            Some(v) => match HmacAlgorithm::ALL.iter().find(|(n, _)| *n == v.value) {
+                Some((_, a)) => *a,
+                None => {
+                    errs.at(
+                        v.referenced,
+                        format!(
+                            "sources.{name}.hmac.algorithm: unknown algorithm {:?} (known: sha1, sha256, sha512)",
+                            v.value
+                        ),
+                    );
+                    HmacAlgorithm::Sha256
+                }
+            },
+        };
+        let encoding = match h
+            .encoding
+            .as_ref()
+            .map(|v| (v.value.as_str(), v.referenced))
+        {
+            None | Some(("hex", _)) => SignatureEncoding::Hex,
+            Some(("base64", _)) => SignatureEncoding::Base64,
+            Some((other, loc)) => {
+                errs.at(
+                    loc,
+                    format!(
+                        "sources.{name}.hmac.encoding: unknown encoding {other:?} (known: hex, base64)"
+                    ),
+                );
+                SignatureEncoding::Hex
+            }
+        };
+        out.hmac = Some(HmacConfig {
+            header: h.header.value.clone(),
+            algorithm,
+            encoding,
+            prefix: h
+                .prefix
+                .as_ref()
+                .map(|p| p.value.clone())
+                .unwrap_or_default(),
+        });
+    }
+
+    match (&rs.token, &rs.token_file) {
+        (Some(t), None) => errs.at(
+            t.referenced,
+            format!("sources.{name}.token: needs the token in token_file"),
+        ),
+        (None, Some(f)) => errs.at(
+            f.referenced,
+            format!(
+                "sources.{name}.token_file: a generic source needs token: {{header: NAME}} or {{query: NAME}} to say where the token is sent"
+            ),
+        ),
+        _ => {}
+    }
+    if let Some(t) = &rs.token {
+        let field = format!("sources.{name}.token");
+        out.token = match (&t.value.header, &t.value.query) {
+            (Some(h), None) => {
+                check_header_name(errs, &format!("{field}.header"), h);
+                Some(TokenPlace::Header(h.value.clone()))
+            }
+            (None, Some(q)) if !q.value.is_empty() => Some(TokenPlace::Query(q.value.clone())),
+            (None, Some(q)) => {
+                errs.at(
+                    q.referenced,
+                    format!("{field}.query: parameter name is empty"),
+                );
+                None
+            }
+            (Some(_), Some(_)) | (None, None) => {
+                errs.at(
+                    t.referenced,
+                    format!("{field}: set exactly one of header or query"),
+                );
+                None
+            }
+        };
+    }
+    if let (Some(bearer), Some(_)) = (&rs.bearer_token_file, &rs.basic) {
+        errs.at(
+            bearer.referenced,
+            format!(
+                "sources.{name}: set bearer_token_file or basic, not both (both use the Authorization header)"
+            ),
+        );
+    }
+
+    if let Some(p) = &rs.push {
+        let p = &p.value;
+        let mut pointer = |key: &str, v: &Option<Spanned<String>>, target: &mut String| {
+            if let Some(v) = v {
+                if v.value.is_empty() || v.value.starts_with('/') {
+                    *target = v.value.clone();
+                } else {
+                    errs.at(
+                        v.referenced,
+                        format!(
+                            "sources.{name}.push.{key}: {:?} is not a JSON pointer (RFC 6901): write it as /{}",
+                            v.value, v.value
+                        ),
+                    );
+                }
+            }
+        };
+        pointer("repository", &p.repository, &mut out.push.repository);
+        pointer("ref", &p.git_ref, &mut out.push.git_ref);
+        pointer("before", &p.before, &mut out.push.before);
+        pointer("after", &p.after, &mut out.push.after);
+        pointer("clone_url", &p.clone_url, &mut out.push.clone_url);
+        pointer("pusher", &p.pusher, &mut out.push.pusher);
+    }
+
+    if let Some(d) = &rs.delivery_id {
+        let field = format!("sources.{name}.delivery_id");
+        out.delivery_id = match (&d.value.header, &d.value.pointer) {
+            (Some(h), None) => {
+                check_header_name(errs, &format!("{field}.header"), h);
+                Some(DeliveryIdPlace::Header(h.value.clone()))
+            }
+            (None, Some(p)) if p.value.starts_with('/') => {
+                Some(DeliveryIdPlace::Pointer(p.value.clone()))
+            }
+            (None, Some(p)) => {
+                errs.at(
+                    p.referenced,
+                    format!(
+                        "{field}.pointer: {:?} is not a JSON pointer (RFC 6901): write it as /{}",
+                        p.value, p.value
+                    ),
+                );
+                None
+            }
+            (Some(_), Some(_)) | (None, None) => {
+                errs.at(
+                    d.referenced,
+                    format!("{field}: set exactly one of header or pointer"),
+                );
+                None
+            }
+        };
+    }
+    out
+}
+
+/// An HTTP header name: one or more RFC 9110 token characters.
+fn check_header_name(errs: &mut Errors, field: &str, v: &Spanned<String>) {
+    let ok = !v.value.is_empty()
+        && v.value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if !ok {
+        errs.at(
+            v.referenced,
+            format!("{field}: {:?} is not an HTTP header name", v.value),
+        );
+    }
+}
+
+/// `a`, `a or b`, `a, b or c`.
+fn either_of(items: &[&str]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.to_string(),
+        [init @ .., last] => format!("{} or {last}", init.join(", ")),
+    }
 }
 
 /// Reads a secret file; trailing whitespace and newlines are trimmed so that
@@ -589,6 +1096,11 @@ mod tests {
         assert_eq!(c.max_parallel_runs, 4);
         assert_eq!(c.pipelines_dir, PathBuf::from("/etc/hookd/pipelines"));
         assert!(c.sources["github"].credentials.is_empty());
+        assert_eq!(
+            c.sources.keys().collect::<Vec<_>>(),
+            ["github"],
+            "the documented built-in sources: {{github: {{kind: github}}}}"
+        );
         assert_eq!(c.store, StoreConfig::Sqlite);
     }
 
@@ -612,7 +1124,7 @@ mod tests {
         );
         assert_eq!(
             format!("{:?}", c.sources["gh"].credentials),
-            "Credentials { hmac_secret: Some(Secret([REDACTED])) }"
+            "Credentials { hmac_secret: Some(Secret([REDACTED])), token: None, signing_token: None, bearer_token: None, basic: None }"
         );
     }
 
@@ -663,6 +1175,230 @@ mod tests {
                 "for {text:?}:\n got: {err}\nwant: {expected}"
             );
         }
+    }
+
+    /// A directory with one file of each credential kind, for source configs.
+    fn credential_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (name, text) in [
+            ("secret", "s3cret\n"),
+            ("token", "t0ken\n"),
+            ("whsec", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n"),
+            ("not-whsec", "hunter2 hunter2\n"),
+            ("password", "pa:ss\n"),
+        ] {
+            std::fs::write(dir.path().join(name), text).expect("write");
+        }
+        dir
+    }
+
+    fn load_in(dir: &Path, text: &str) -> Result<DaemonConfig, String> {
+        DaemonConfig::from_yaml(&dir.join("hookd.yaml"), text)
+            .map_err(|e| e.to_string().replace(&dir.display().to_string(), "DIR"))
+    }
+
+    #[test]
+    fn every_kind_and_credential_key_loads() {
+        let dir = credential_dir();
+        let c = load_in(
+            dir.path(),
+            r#"
+sources:
+  gl: { kind: gitlab, token_file: ./token, signing_token_file: ./whsec }
+  tea: { kind: gitea, secret_file: ./secret, bearer_token_file: ./token }
+  bbc: { kind: bitbucket-cloud, secret_file: ./secret }
+  bbs:
+    kind: bitbucket-server
+    secret_file: ./secret
+    basic: { username: hookd, password_file: ./password }
+  deploybot:
+    kind: generic
+    token: { query: token }
+    token_file: ./token
+    push: { repository: /repository, ref: /ref, after: /sha }
+  signer:
+    kind: generic
+    hmac: { header: X-Signature, algorithm: sha512, encoding: base64, prefix: "v1=" }
+    secret_file: ./secret
+    push: { repository: /repo/full_name, ref: /ref, before: /before, after: /after, clone_url: /repo/url, pusher: /user }
+    delivery_id: { header: X-Request-Id }
+  plain: { kind: generic }
+"#,
+        )
+        .expect("valid");
+        let gl = &c.sources["gl"];
+        assert_eq!(gl.kind, SourceKind::Gitlab);
+        assert_eq!(
+            gl.credentials.token.as_ref().map(Secret::expose),
+            Some("t0ken")
+        );
+        assert_eq!(
+            gl.credentials.signing_token.as_ref().map(Secret::expose),
+            Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+        );
+        assert!(gl.generic.is_none());
+        assert_eq!(
+            c.sources["tea"]
+                .credentials
+                .bearer_token
+                .as_ref()
+                .map(Secret::expose),
+            Some("t0ken")
+        );
+        assert_eq!(c.sources["bbc"].kind, SourceKind::BitbucketCloud);
+        let bbs = &c.sources["bbs"].credentials;
+        assert_eq!(
+            bbs.basic,
+            Some(BasicAuth {
+                username: "hookd".into(),
+                password: Secret::new("pa:ss")
+            })
+        );
+        let secrets = bbs.secrets();
+        assert!(secrets.contains(&"pa:ss".to_string()), "{secrets:?}");
+        assert!(
+            secrets.contains(&"aG9va2Q6cGE6c3M=".to_string()),
+            "{secrets:?}"
+        );
+        let deploybot = c.sources["deploybot"].generic.as_ref().expect("generic");
+        assert_eq!(deploybot.token, Some(TokenPlace::Query("token".into())));
+        assert_eq!(deploybot.push.after, "/sha");
+        assert_eq!(
+            deploybot.push.before, "/before",
+            "unset pointers keep their default"
+        );
+        let signer = c.sources["signer"].generic.as_ref().expect("generic");
+        assert_eq!(
+            signer.hmac,
+            Some(HmacConfig {
+                header: "X-Signature".into(),
+                algorithm: HmacAlgorithm::Sha512,
+                encoding: SignatureEncoding::Base64,
+                prefix: "v1=".into()
+            })
+        );
+        assert_eq!(signer.push.clone_url, "/repo/url");
+        assert_eq!(signer.push.pusher, "/user");
+        assert_eq!(
+            signer.delivery_id,
+            Some(DeliveryIdPlace::Header("X-Request-Id".into()))
+        );
+        let plain = &c.sources["plain"];
+        assert!(plain.credentials.is_empty());
+        assert_eq!(plain.generic, Some(GenericConfig::default()));
+        let whsec = c.sources["gl"].credentials.secrets();
+        assert!(whsec.contains(&"MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_string()));
+    }
+
+    #[test]
+    fn source_key_errors_name_file_line_column_and_key() {
+        let dir = credential_dir();
+        let cases = [
+            (
+                "sources:\n  x: { kind: gitlab, token_file: ./nope }\n",
+                "DIR/hookd.yaml:2:34: sources.x.token_file: cannot read DIR/./nope",
+            ),
+            (
+                "sources:\n  x: { kind: gitlab, signing_token_file: ./not-whsec }\n",
+                "DIR/hookd.yaml:2:42: sources.x.signing_token_file: ./not-whsec does not hold a signing token (whsec_ followed by base64",
+            ),
+            (
+                "sources:\n  x: { kind: github, token_file: ./token }\n",
+                "DIR/hookd.yaml:2:34: sources.x.token_file: github sources authenticate with secret_file or secret_env",
+            ),
+            (
+                "sources:\n  x: { kind: gitea, basic: { username: a, password_file: ./password } }\n",
+                "DIR/hookd.yaml:2:28: sources.x.basic: gitea sources authenticate with secret_file, secret_env or bearer_token_file",
+            ),
+            (
+                "sources:\n  x: { kind: gitlab, token_file: ./token, push: { ref: /ref } }\n",
+                "DIR/hookd.yaml:2:49: sources.x.push: only generic sources take push",
+            ),
+            (
+                "sources:\n  x: { kind: bitbucket-cloud, secret_file: ./secret, hmac: { header: X } }\n",
+                "sources.x.hmac: only generic sources take hmac",
+            ),
+            (
+                "sources:\n  x:\n    kind: bitbucket-server\n    basic: { username: 'a:b', password_file: ./password }\n",
+                "DIR/hookd.yaml:4:24: sources.x.basic.username: \"a:b\" is not a user name",
+            ),
+            (
+                "sources:\n  x:\n    kind: bitbucket-server\n    basic: { username: a, password_file: ./nope }\n",
+                "DIR/hookd.yaml:4:42: sources.x.basic.password_file: cannot read",
+            ),
+            (
+                "sources:\n  x:\n    kind: bitbucket-server\n    basic: { username: a, password: x }\n",
+                "DIR/hookd.yaml:4:27: unknown field `password`",
+            ),
+            (
+                "sources:\n  x:\n    kind: generic\n    secret_file: ./secret\n    hmac: { header: X-Sig, algorithm: md5 }\n",
+                "DIR/hookd.yaml:5:39: sources.x.hmac.algorithm: unknown algorithm \"md5\" (known: sha1, sha256, sha512)",
+            ),
+            (
+                "sources:\n  x:\n    kind: generic\n    secret_file: ./secret\n    hmac: { header: X-Sig, encoding: base32 }\n",
+                "DIR/hookd.yaml:5:38: sources.x.hmac.encoding: unknown encoding \"base32\" (known: hex, base64)",
+            ),
+            (
+                "sources:\n  x:\n    kind: generic\n    secret_file: ./secret\n    hmac: { header: 'X Sig' }\n",
+                "DIR/hookd.yaml:5:21: sources.x.hmac.header: \"X Sig\" is not an HTTP header name",
+            ),
+            (
+                "sources:\n  x:\n    kind: generic\n    hmac: { header: X-Sig }\n",
+                "DIR/hookd.yaml:4:11: sources.x.hmac: needs the HMAC key in secret_file or secret_env",
+            ),
+            (
+                "sources:\n  x: { kind: generic, secret_file: ./secret }\n",
+                "DIR/hookd.yaml:2:36: sources.x: a generic source with an HMAC secret needs hmac: {header: NAME}",
+            ),
+            (
+                "sources:\n  x: { kind: generic, token: { query: t } }\n",
+                "DIR/hookd.yaml:2:30: sources.x.token: needs the token in token_file",
+            ),
+            (
+                "sources:\n  x: { kind: generic, token_file: ./token }\n",
+                "DIR/hookd.yaml:2:35: sources.x.token_file: a generic source needs token: {header: NAME} or {query: NAME}",
+            ),
+            (
+                "sources:\n  x: { kind: generic, token_file: ./token, token: { query: t, header: X-T } }\n",
+                "DIR/hookd.yaml:2:51: sources.x.token: set exactly one of header or query",
+            ),
+            (
+                "sources:\n  x: { kind: generic, token_file: ./token, token: {} }\n",
+                "sources.x.token: set exactly one of header or query",
+            ),
+            (
+                "sources:\n  x: { kind: generic, token_file: ./token, token: { cookie: t } }\n",
+                "unknown field `cookie`",
+            ),
+            (
+                "sources:\n  x: { kind: generic, push: { ref: ref } }\n",
+                "DIR/hookd.yaml:2:36: sources.x.push.ref: \"ref\" is not a JSON pointer (RFC 6901): write it as /ref",
+            ),
+            (
+                "sources:\n  x: { kind: generic, push: { sha: /sha } }\n",
+                "DIR/hookd.yaml:2:31: unknown field `sha`",
+            ),
+            (
+                "sources:\n  x: { kind: generic, delivery_id: { header: X-Id, pointer: /id } }\n",
+                "DIR/hookd.yaml:2:36: sources.x.delivery_id: set exactly one of header or pointer",
+            ),
+            (
+                "sources:\n  x: { kind: generic, delivery_id: { pointer: id } }\n",
+                "DIR/hookd.yaml:2:47: sources.x.delivery_id.pointer: \"id\" is not a JSON pointer",
+            ),
+            (
+                "sources:\n  x:\n    kind: generic\n    bearer_token_file: ./token\n    basic: { username: a, password_file: ./password }\n",
+                "DIR/hookd.yaml:4:24: sources.x: set bearer_token_file or basic, not both",
+            ),
+        ];
+        let mut wrong = Vec::new();
+        for (text, expected) in cases {
+            let err = load_in(dir.path(), text).expect_err(text);
+            if !err.contains(expected) {
+                wrong.push(format!("for {text:?}:\n got: {err}\nwant: {expected}"));
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     }
 
     #[test]

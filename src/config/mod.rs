@@ -11,8 +11,9 @@ mod pattern;
 mod pipeline;
 
 pub use daemon::{
-    Credentials, DaemonConfig, Retention, Secret, SourceConfig, SourceKind, StoreConfig,
-    DEFAULT_CONFIG_FILE,
+    BasicAuth, Credentials, DaemonConfig, DeliveryIdPlace, GenericConfig, HmacAlgorithm,
+    HmacConfig, PushMapping, Retention, Secret, SignatureEncoding, SourceConfig, SourceKind,
+    StoreConfig, TokenPlace, DEFAULT_CONFIG_FILE,
 };
 pub use pattern::{Pattern, PatternList};
 pub use pipeline::{

@@ -1,6 +1,6 @@
-//! `POST /hooks/{source}`: size check → authenticate on the raw bytes →
-//! parse → match → one durable transaction → 202 (200 for pings and
-//! duplicates).
+//! `POST /hooks/{source}` (and GET for sources that take it): size check →
+//! authenticate on the raw bytes → parse → match → one durable transaction →
+//! 202 (200 for pings and duplicates).
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -77,11 +77,21 @@ pub(super) async fn receive(
             format!("unknown source {source_name:?}"),
         );
     };
-    if req.method() != actix_web::http::Method::POST {
-        return error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            format!("{} sources receive POST requests", source.kind().as_str()),
-        );
+    let method = req.method();
+    let get_allowed = source.accepts_get();
+    if method != actix_web::http::Method::POST
+        && !(method == actix_web::http::Method::GET && get_allowed)
+    {
+        let allowed = if get_allowed { "GET, POST" } else { "POST" };
+        return HttpResponse::MethodNotAllowed()
+            .insert_header(("Allow", allowed))
+            .json(serde_json::json!({
+                "error": format!(
+                    "source {source_name:?} ({}) receives {} requests",
+                    source.kind().as_str(),
+                    allowed.replace(", ", " and ")
+                )
+            }));
     }
     let body = match read_body(&req, payload, shared.config.max_body_bytes).await {
         Ok(b) => b,
@@ -119,7 +129,7 @@ pub(super) async fn receive(
         tracing::warn!(source = %source_name, peer = ?req.peer_addr(), reason = %e, "refused webhook: authentication failed");
         return error(StatusCode::UNAUTHORIZED, e);
     }
-    let parsed = match source.parse(&request) {
+    let mut parsed = match source.parse(&request) {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(source = %source_name, reason = %e, "refused webhook: malformed");
@@ -145,6 +155,8 @@ pub(super) async fn receive(
         .filter(|(k, _)| source.kept_headers().contains(&k.as_str()))
         .cloned()
         .collect();
+    // A GET's payload is its query string: the source says what to keep.
+    let body = parsed.stored_body.take().unwrap_or(body);
     let delivery = NewDelivery {
         source: source_name.clone(),
         event_type: parsed.event_type.clone(),

@@ -7,10 +7,8 @@
 //! `application/x-www-form-urlencoded` with the JSON in `payload=` (the
 //! signature then covers the form bytes).
 
-use super::{
-    opt_str_at, parse_json, str_at, verify_hmac_sha256_hex, AuthError, ParseError, Parsed, Request,
-    Source,
-};
+use super::auth::{check_hex_sha256_header, loopback_only};
+use super::{opt_str_at, parse_json, str_at, AuthError, ParseError, Parsed, Request, Source};
 use crate::config::{Credentials, SourceConfig, SourceKind};
 use crate::event::{Event, IgnoredEvent, PushEvent};
 
@@ -44,27 +42,9 @@ impl Source for GithubSource {
     }
 
     fn authenticate(&self, req: &Request) -> Result<(), AuthError> {
-        let Some(secret) = &self.credentials.hmac_secret else {
-            return if req.from_loopback {
-                Ok(())
-            } else {
-                Err(AuthError::NotLoopback)
-            };
-        };
-        let header = req
-            .header(SIGNATURE)
-            .ok_or(AuthError::MissingHeader(SIGNATURE))?;
-        let hex_sig = header.strip_prefix("sha256=").ok_or(AuthError::Malformed {
-            header: SIGNATURE,
-            reason: "expected sha256=<hex>",
-        })?;
-        match verify_hmac_sha256_hex(secret.expose().as_bytes(), req.body, hex_sig) {
-            Some(true) => Ok(()),
-            Some(false) => Err(AuthError::Mismatch(SIGNATURE)),
-            None => Err(AuthError::Malformed {
-                header: SIGNATURE,
-                reason: "expected 64 hex digits after sha256=",
-            }),
+        match &self.credentials.hmac_secret {
+            None => loopback_only(req),
+            Some(secret) => check_hex_sha256_header(req, SIGNATURE, "sha256=", secret, req.body),
         }
     }
 
@@ -102,6 +82,7 @@ impl Source for GithubSource {
             delivery_id,
             events,
             is_ping,
+            stored_body: None,
         })
     }
 
@@ -135,14 +116,8 @@ impl Source for GithubSource {
 
 /// The JSON document of the request, from either content type.
 fn payload_json(req: &Request) -> Result<serde_json::Value, ParseError> {
-    let form = req
-        .header("content-type")
-        .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
-    if form {
-        let payload = form_urlencoded::parse(req.body)
-            .find(|(k, _)| k == "payload")
-            .map(|(_, v)| v.into_owned())
-            .ok_or(ParseError::NoFormPayload)?;
+    if req.is_form() {
+        let payload = super::form_payload(req.body).ok_or(ParseError::NoFormPayload)?;
         parse_json(payload.as_bytes())
     } else {
         parse_json(req.body)
@@ -183,7 +158,9 @@ mod tests {
             kind: SourceKind::Github,
             credentials: Credentials {
                 hmac_secret: secret.map(Secret::new),
+                ..Credentials::default()
             },
+            generic: None,
         })
     }
 
@@ -221,11 +198,11 @@ mod tests {
         assert_eq!(s.authenticate(&request(&h, b"Hello, World!")), Ok(()));
         assert_eq!(
             s.authenticate(&request(&h, b"Hello, World")),
-            Err(AuthError::Mismatch(SIGNATURE))
+            Err(AuthError::Mismatch(SIGNATURE.into()))
         );
         assert_eq!(
             s.authenticate(&request(&[], b"Hello, World!")),
-            Err(AuthError::MissingHeader(SIGNATURE))
+            Err(AuthError::MissingHeader(SIGNATURE.into()))
         );
         let sha1 = headers(&[(SIGNATURE, "sha1=01dc10d0c83e72ed246219cdd91669667fe2ca59")]);
         assert!(matches!(

@@ -9,10 +9,25 @@
 //! [`crate::config::SourceKind`], one arm in [`build`].
 
 mod auth;
+mod bitbucket_cloud;
+mod bitbucket_server;
+mod generic;
+mod gitea;
 mod github;
+mod gitlab;
 
-pub use auth::{hmac_sha256_hex, verify_hmac_sha256_hex};
+pub use auth::{
+    hmac_digest, hmac_sha256_hex, standard_webhooks_key, verify_hmac, verify_hmac_sha256_hex,
+    MAX_TIMESTAMP_SKEW_SECS,
+};
+pub use bitbucket_cloud::BitbucketCloudSource;
+pub use bitbucket_server::BitbucketServerSource;
+pub use generic::GenericSource;
+pub use gitea::GiteaSource;
 pub use github::GithubSource;
+pub use gitlab::GitlabSource;
+
+use std::borrow::Cow;
 
 use crate::config::{SourceConfig, SourceKind};
 use crate::event::Event;
@@ -40,6 +55,30 @@ impl Request<'_> {
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
+
+    /// The first of `names` that is present with a non-blank value, and that value.
+    pub fn first_header(&self, names: &[&'static str]) -> Option<(&'static str, &str)> {
+        names.iter().find_map(|n| {
+            self.header(n)
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(|v| (*n, v))
+        })
+    }
+
+    /// True for `Content-Type: application/x-www-form-urlencoded`.
+    pub fn is_form(&self) -> bool {
+        self.header("content-type").is_some_and(|ct| {
+            ct.trim()
+                .to_ascii_lowercase()
+                .starts_with("application/x-www-form-urlencoded")
+        })
+    }
+
+    /// True for `GET`.
+    pub fn is_get(&self) -> bool {
+        self.method.eq_ignore_ascii_case("GET")
+    }
 }
 
 /// Why a request was refused as unauthenticated (HTTP 401).
@@ -47,21 +86,51 @@ impl Request<'_> {
 pub enum AuthError {
     /// A required header is absent.
     #[error("missing {0} header")]
-    MissingHeader(&'static str),
-    /// The signature or token does not verify.
+    MissingHeader(Cow<'static, str>),
+    /// A required query-string parameter is absent.
+    #[error("missing {0} query parameter")]
+    MissingQueryParameter(Cow<'static, str>),
+    /// The signature header is present but empty: senders without a secret
+    /// (Gitea, Forgejo) still send it.
+    #[error("{0} header is empty: the sender has no secret configured")]
+    Unsigned(Cow<'static, str>),
+    /// The signature does not verify.
     #[error("{0} does not match the body and the configured secret")]
-    Mismatch(&'static str),
+    Mismatch(Cow<'static, str>),
+    /// A token sent as-is differs from the configured one.
+    #[error("{0} does not match the configured token")]
+    WrongToken(Cow<'static, str>),
+    /// Basic auth with another user name or password.
+    #[error("basic auth user name or password does not match the configured ones")]
+    WrongBasicAuth,
     /// The header is present but not in the expected format.
     #[error("malformed {header} header: {reason}")]
     Malformed {
         /// Which header.
-        header: &'static str,
+        header: Cow<'static, str>,
         /// What is wrong with it.
         reason: &'static str,
+    },
+    /// A correctly signed timestamp too far from this host's clock (a replay,
+    /// or a clock that is off).
+    #[error(
+        "{header} is {skew_secs} s away from this host's clock; at most {max_secs} s is accepted"
+    )]
+    Stale {
+        /// Which header carries the timestamp.
+        header: &'static str,
+        /// How far off it is, in seconds.
+        skew_secs: i64,
+        /// The tolerance.
+        max_secs: i64,
     },
     /// The source has no credentials and the sender is not on loopback.
     #[error("source has no credentials configured; only loopback senders are accepted")]
     NotLoopback,
+    /// The source has no credentials and the request is one a web page in a
+    /// local browser could send (GET, or POST without a JSON content type).
+    #[error("source has no credentials configured; loopback senders must POST with Content-Type: application/json (a request a web page cannot forge)")]
+    BrowserSendable,
 }
 
 /// Why an authenticated request could not be understood (HTTP 400).
@@ -84,6 +153,9 @@ pub enum ParseError {
     /// Form-encoded body without a `payload` field.
     #[error("form-encoded body has no payload field")]
     NoFormPayload,
+    /// GET request whose query string has no `payload` parameter.
+    #[error("query string has no payload parameter")]
+    NoQueryPayload,
 }
 
 /// The meaning of one authenticated delivery.
@@ -97,6 +169,10 @@ pub struct Parsed {
     pub events: Vec<Event>,
     /// A connectivity check (GitHub's `ping`): answered 200, runs nothing.
     pub is_ping: bool,
+    /// What to store as the delivery's body when it is not the raw request
+    /// body: the payload of a GET request (its query string), credentials
+    /// removed. `None`: store the raw body.
+    pub stored_body: Option<Vec<u8>>,
 }
 
 /// A webhook receiver of one kind, configured with its credentials.
@@ -112,15 +188,43 @@ pub trait Source: Send + Sync {
     /// Headers worth keeping with the stored delivery (never credentials).
     fn kept_headers(&self) -> &'static [&'static str];
     /// Headers a sender would attach to `body` (for `hookd sign` and tests):
-    /// event type, a fresh delivery id, and the signature when a secret is set.
+    /// event type (the provider's own name, or `push` for its push event), a
+    /// fresh delivery id, and the signature or credentials that are configured.
     fn sign(&self, body: &[u8], event_type: &str, delivery_id: &str) -> Vec<(String, String)>;
+    /// Whether `GET /hooks/{name}` is a delivery (payload in the query
+    /// string). Default: POST only.
+    fn accepts_get(&self) -> bool {
+        false
+    }
 }
 
 /// Builds the source for one configured entry.
 pub fn build(config: &SourceConfig) -> Box<dyn Source> {
     match config.kind {
         SourceKind::Github => Box::new(GithubSource::new(config)),
+        SourceKind::Gitlab => Box::new(GitlabSource::new(config)),
+        SourceKind::Gitea => Box::new(GiteaSource::new(config)),
+        SourceKind::BitbucketCloud => Box::new(BitbucketCloudSource::new(config)),
+        SourceKind::BitbucketServer => Box::new(BitbucketServerSource::new(config)),
+        SourceKind::Generic => Box::new(GenericSource::new(config)),
     }
+}
+
+/// Ignored event for a provider event type that starts nothing.
+pub(crate) fn ignored(reason: String) -> Vec<Event> {
+    vec![Event::Ignored(crate::event::IgnoredEvent { reason })]
+}
+
+/// A trimmed, non-empty header value as an owned delivery id.
+pub(crate) fn delivery_id_from(req: &Request, names: &[&'static str]) -> Option<String> {
+    req.first_header(names).map(|(_, v)| v.to_string())
+}
+
+/// The `payload` field of a form-encoded body or query string.
+pub(crate) fn form_payload(form: &[u8]) -> Option<String> {
+    form_urlencoded::parse(form)
+        .find(|(k, _)| k == "payload")
+        .map(|(_, v)| v.into_owned())
 }
 
 /// Parses a JSON body, mapping errors to [`ParseError::Json`].
@@ -159,5 +263,61 @@ fn json_type(v: &serde_json::Value) -> &'static str {
         serde_json::Value::String(_) => "a string",
         serde_json::Value::Array(_) => "an array",
         serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// Helpers shared by the sources' unit tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::path::PathBuf;
+
+    use super::Request;
+    use crate::event::RefKind;
+
+    /// Expected push: repository, ref, kind, before, after.
+    pub(crate) type PushCase = (
+        &'static str,
+        &'static str,
+        RefKind,
+        Option<&'static str>,
+        Option<&'static str>,
+    );
+
+    fn dir(kind: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/fixtures")
+            .join(kind)
+    }
+
+    /// A shared fixture's bytes.
+    pub(crate) fn fixture(kind: &str, name: &str) -> Vec<u8> {
+        let path = dir(kind).join(name);
+        std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+    }
+
+    /// How many fixtures a provider's directory holds.
+    pub(crate) fn fixture_count(kind: &str) -> usize {
+        std::fs::read_dir(dir(kind))
+            .unwrap_or_else(|e| panic!("fixtures of {kind}: {e}"))
+            .count()
+    }
+
+    /// Header pairs as the server hands them over (names lower-cased).
+    pub(crate) fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
+            .collect()
+    }
+
+    /// A POST from a non-loopback sender.
+    pub(crate) fn request<'a>(headers: &'a [(String, String)], body: &'a [u8]) -> Request<'a> {
+        Request {
+            method: "POST",
+            headers,
+            query: "",
+            body,
+            from_loopback: false,
+        }
     }
 }

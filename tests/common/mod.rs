@@ -366,3 +366,40 @@ impl GitRepo {
         self.git(&["rev-parse", "HEAD"])
     }
 }
+
+impl Env {
+    /// Writes a file (a secret, say) next to hookd.yaml.
+    pub fn write_file(&self, name: &str, content: &str) {
+        std::fs::write(self.path().join(name), content).expect("write file");
+    }
+}
+
+impl Daemon {
+    /// Sends a request; returns status and the answer as JSON (a string
+    /// when it is not JSON).
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> (u16, Value) {
+        let (status, text) = self.request(method, path, headers, body);
+        let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, json)
+    }
+}
+
+/// A shared fixture as JSON, e.g. `json_fixture("gitlab/push-hook.json")`.
+pub fn json_fixture(rel: &str) -> Value {
+    let text = std::fs::read_to_string(fixture_path(rel)).expect("fixture");
+    serde_json::from_str(&text).expect("fixture json")
+}
+
+/// Header pairs from string literals.
+pub fn header_list(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
