@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::clock::now_ms;
 use crate::config::{Pipeline, StepCommand, WorkspaceMode};
@@ -142,6 +143,7 @@ impl Scheduler {
                         now_ms(),
                     )
                     .await?;
+                crate::metrics::run_finished(&q.pipeline, RunStatus::Failed.as_str(), None);
                 continue;
             };
             if !self.shared.store.start_run(q.id, now_ms()).await? {
@@ -181,21 +183,28 @@ impl Scheduler {
         stop: CancellationToken,
         reason: Arc<Mutex<Option<StopReason>>>,
     ) {
+        // `instrument`, not `span.enter()`: a guard held across `.await`
+        // would tag other tasks' log lines with this run.
         let span = tracing::info_span!("run", run = run_id, pipeline = %pipeline.name);
-        let _enter = span.enter();
-        let (status, why) = match self.execute_inner(run_id, &pipeline, &stop, &reason).await {
-            Ok(end) => end,
-            Err(message) => (RunStatus::Failed, Some(message)),
-        };
-        tracing::info!(status = status.as_str(), reason = ?why, "run finished");
-        if let Err(e) = self
-            .shared
-            .store
-            .finish_run(run_id, status, why.as_deref(), now_ms())
-            .await
-        {
-            tracing::error!(error = %e, "cannot record the end of the run");
+        async move {
+            let began = Instant::now();
+            let (status, why) = match self.execute_inner(run_id, &pipeline, &stop, &reason).await {
+                Ok(end) => end,
+                Err(message) => (RunStatus::Failed, Some(message)),
+            };
+            tracing::info!(status = status.as_str(), reason = ?why, "run finished");
+            if let Err(e) = self
+                .shared
+                .store
+                .finish_run(run_id, status, why.as_deref(), now_ms())
+                .await
+            {
+                tracing::error!(error = %e, "cannot record the end of the run");
+            }
+            crate::metrics::run_finished(&pipeline.name, status.as_str(), Some(began.elapsed()));
         }
+        .instrument(span)
+        .await
     }
 
     /// Runs checkout and steps; `Err` is a failure message for the run.
@@ -292,6 +301,7 @@ impl Scheduler {
                 checkout.fetch_duration.as_secs_f64()
             ),
         );
+        crate::metrics::git_fetch(checkout.fetch_duration);
         if let Err(e) = store.set_run_commit(run_id, &checkout.commit).await {
             tracing::warn!(error = %e, "cannot record the checked-out commit");
         }
@@ -386,6 +396,10 @@ impl Scheduler {
             }
             let outcome =
                 runner::run_step(&spec, log, deadline, stop, self.shared.config.kill_grace).await;
+            let took = outcome
+                .as_ref()
+                .ok()
+                .map(|o| (o.finished_at - o.started_at).unsigned_abs());
             let (status, exit_code, end) = match outcome {
                 Err(e) => {
                     log.line(
@@ -445,6 +459,9 @@ impl Scheduler {
                 .await
             {
                 tracing::warn!(error = %e, step = %step.name, "cannot record step end");
+            }
+            if let Some(took) = took {
+                crate::metrics::step_finished(&pipeline.name, &step.name, status.as_str(), took);
             }
             if let Some(end) = end {
                 return end;

@@ -11,6 +11,7 @@ use super::{error, is_loopback, unavailable};
 use crate::daemon::Shared;
 use crate::event::Event;
 use crate::matcher::{match_events, Skip};
+use crate::metrics::DeliveryOutcome as Outcome;
 use crate::source::Request;
 use crate::store::{NewDelivery, NewRun, RunRef};
 
@@ -63,12 +64,15 @@ pub(super) async fn receive(
 ) -> HttpResponse {
     let source_name = path.into_inner();
     let Some(source) = shared.sources.get(&source_name) else {
+        crate::metrics::delivery(crate::metrics::UNKNOWN_SOURCE, Outcome::UnknownSource);
         return error(
             StatusCode::NOT_FOUND,
             format!("unknown source {source_name:?}"),
         );
     };
+    let count = |outcome| crate::metrics::delivery(&source_name, outcome);
     if req.method() != actix_web::http::Method::POST {
+        count(Outcome::Malformed);
         return error(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("{} sources receive POST requests", source.kind().as_str()),
@@ -77,6 +81,7 @@ pub(super) async fn receive(
     let body = match read_body(&req, payload, shared.config.max_body_bytes).await {
         Ok(b) => b,
         Err(BodyError::TooLarge) => {
+            count(Outcome::TooLarge);
             tracing::warn!(source = %source_name, limit = shared.config.max_body_bytes, "refused webhook: body too large");
             return error(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -87,6 +92,7 @@ pub(super) async fn receive(
             );
         }
         Err(BodyError::Read(e)) => {
+            count(Outcome::Malformed);
             return error(StatusCode::BAD_REQUEST, format!("cannot read body: {e}"));
         }
     };
@@ -108,12 +114,14 @@ pub(super) async fn receive(
     };
     if let Err(e) = source.authenticate(&request) {
         tracing::warn!(source = %source_name, peer = ?req.peer_addr(), reason = %e, "refused webhook: authentication failed");
+        count(Outcome::Unauthorized);
         return error(StatusCode::UNAUTHORIZED, e);
     }
     let parsed = match source.parse(&request) {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(source = %source_name, reason = %e, "refused webhook: malformed");
+            count(Outcome::Malformed);
             return error(StatusCode::BAD_REQUEST, e);
         }
     };
@@ -160,9 +168,15 @@ pub(super) async fn receive(
         Ok(r) => r,
         Err(e) => {
             tracing::error!(source = %source_name, error = %e, "cannot store delivery; answering 503");
+            count(Outcome::Unavailable);
             return unavailable(format!("cannot store the delivery: {e}"));
         }
     };
+    count(if recorded.duplicate {
+        Outcome::Duplicate
+    } else {
+        Outcome::Accepted
+    });
     if recorded.duplicate {
         tracing::info!(delivery = recorded.delivery, source = %source_name, provider_delivery_id = ?parsed.delivery_id, "duplicate delivery; nothing new runs");
     } else {
