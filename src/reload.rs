@@ -186,11 +186,13 @@ pub fn status_line(outcome: &ReloadOutcome) -> String {
 
 fn is_change(kind: &EventKind) -> bool {
     use notify::event::{AccessKind, AccessMode};
-    match kind {
-        EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) => true,
-        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
-        _ => false,
-    }
+    matches!(
+        kind,
+        EventKind::Create(_)
+            | EventKind::Modify(_)
+            | EventKind::Remove(_)
+            | EventKind::Access(AccessKind::Close(AccessMode::Write))
+    )
 }
 
 /// The reload part of `/readyz`'s body.

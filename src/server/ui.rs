@@ -686,7 +686,7 @@ fn pipeline_row(p: PipelineInfo, now: i64) -> PipelineRow {
         .and_then(|t| {
             time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
         })
-        .map(|t| crate::clock::to_ms(t));
+        .map(crate::clock::to_ms);
     PipelineRow {
         name: p.name,
         file: p.file,
