@@ -73,8 +73,8 @@ impl Tail {
     /// Waits until there is something to send and returns it.
     async fn next_chunk(&mut self) -> Bytes {
         loop {
-            let status = match self.shared.store.run(self.run).await {
-                Ok(Some(run)) => run.status,
+            let (status, reason) = match self.shared.store.run(self.run).await {
+                Ok(Some(run)) => (run.status, run.reason),
                 Ok(None) => {
                     self.done = true;
                     return event("error", &json!({"error": format!("no run {}", self.run)}));
@@ -99,10 +99,6 @@ impl Tail {
                 }
             };
             if terminal && !more {
-                let reason = match self.shared.store.run(self.run).await {
-                    Ok(Some(run)) => run.reason,
-                    _ => None,
-                };
                 out.extend_from_slice(&event(
                     "end",
                     &json!({"id": self.run, "status": status.as_str(), "reason": reason}),
