@@ -296,6 +296,16 @@ fn an_invalid_edit_keeps_the_old_pipelines_and_a_valid_one_is_live_within_two_se
     assert!(took < Duration::from_secs(2), "took {took:?}");
     let (_, ready) = daemon.request("GET", "/readyz", &[], b"");
     assert!(ready.contains("last reload: ok"), "{ready}");
+    let (code, table, stderr) = env.cli(&["pipelines", "--url", &daemon.base]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(table.starts_with("NAME"), "{table}");
+    assert!(
+        table.lines().any(|l| l.starts_with("deploy ")
+            && l.contains("succeeded")
+            && l.contains("push: any")),
+        "{table}"
+    );
+    assert!(table.lines().any(|l| l.starts_with("extra ")), "{table}");
     let run = run_of(&push_one(&daemon, &repo, "reload-2"), "deploy");
     daemon.wait_run(run, RUN_TIMEOUT);
     let (_, log) = daemon.request("GET", &format!("/api/v1/runs/{run}/log"), &[], b"");
