@@ -31,6 +31,8 @@ pub struct Shared {
     pub active: ActiveRuns,
     pipelines: RwLock<Arc<Vec<Arc<Pipeline>>>>,
     wake: Notify,
+    /// Outcome of the last pipeline reload, for `/readyz`.
+    pub reload: crate::reload::ReloadState,
 }
 
 impl Shared {
@@ -48,6 +50,16 @@ impl Shared {
             active: ActiveRuns::default(),
             pipelines: RwLock::new(Arc::new(pipelines.into_iter().map(Arc::new).collect())),
             wake: Notify::new(),
+            reload: crate::reload::ReloadState::default(),
+        }
+    }
+
+    /// Replaces the pipeline set in one swap; runs keep the `Arc` they started with.
+    pub fn set_pipelines(&self, pipelines: Vec<Pipeline>) {
+        let new = Arc::new(pipelines.into_iter().map(Arc::new).collect());
+        match self.pipelines.write() {
+            Ok(mut p) => *p = new,
+            Err(poisoned) => *poisoned.into_inner() = new,
         }
     }
 
@@ -159,6 +171,8 @@ pub async fn serve(config: DaemonConfig, pipelines: Vec<Pipeline>) -> anyhow::Re
     if config.admin_token.is_none() {
         tracing::info!("no admin_token_file configured: the API serves loopback clients only");
     }
+    crate::metrics::install().context("cannot set up metrics")?;
+    crate::metrics::config_loaded(true, crate::clock::now_ms(), false);
     let data_dir = config.data_dir.clone();
     let store = tokio::task::spawn_blocking(move || SqliteStore::open(&data_dir))
         .await
@@ -229,7 +243,29 @@ pub async fn serve(config: DaemonConfig, pipelines: Vec<Pipeline>) -> anyhow::Re
     );
     shared.wake_scheduler();
 
+    // Operator side: hot reload, systemd readiness and watchdog, metrics upkeep.
+    let background = tokio_util::sync::CancellationToken::new();
+    let reload_task = tokio::spawn(crate::reload::watch(
+        Arc::clone(&shared),
+        background.clone(),
+    ));
+    let watchdog_task = crate::systemd::watchdog_interval()
+        .map(|every| tokio::spawn(crate::systemd::watchdog(every, background.clone())));
+    let upkeep_task = tokio::spawn(metrics_upkeep(background.clone()));
+    crate::systemd::ready(&format!(
+        "serving {} pipelines on http://{}",
+        shared.pipelines().len(),
+        bound.addr
+    ));
+
     let signal = wait_for_signal().await?;
+    crate::systemd::stopping();
+    background.cancel();
+    let _ = reload_task.await;
+    if let Some(t) = watchdog_task {
+        let _ = t.await;
+    }
+    let _ = upkeep_task.await;
     tracing::info!(signal, "shutting down: no new webhooks, no new runs");
     handle.stop(true).await;
     scheduler.shutdown().await;
@@ -241,6 +277,17 @@ pub async fn serve(config: DaemonConfig, pipelines: Vec<Pipeline>) -> anyhow::Re
         .context("store close task failed")?;
     tracing::info!("hookd stopped");
     Ok(())
+}
+
+/// Runs the metrics recorder's housekeeping every 5 s until `stop`.
+async fn metrics_upkeep(stop: tokio_util::sync::CancellationToken) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => crate::metrics::upkeep(),
+            _ = stop.cancelled() => return,
+        }
+    }
 }
 
 async fn wait_for_signal() -> anyhow::Result<&'static str> {

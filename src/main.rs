@@ -65,10 +65,22 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
-    /// Print a run's log.
+    /// Print a run's log; with -f, follow it live until the run ends
+    /// (exit code 0 if the run succeeded, else 1).
     Logs {
         /// Run id.
         run: i64,
+        /// Follow: print lines as they come and exit when the run ends.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List the pipelines a running daemon serves, with their last run.
+    Pipelines {
+        /// Print the API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         remote: Remote,
     },
@@ -190,7 +202,45 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Logs { run, remote } => {
+        Command::Logs {
+            run,
+            follow: true,
+            remote,
+        } => {
+            let config = load_config(config_path)?;
+            let client = Client::new(&config, remote.url.as_deref(), remote.token_file.as_deref())?;
+            let end = client.follow_log(run, |line| {
+                use std::io::Write;
+                let mut out = std::io::stdout().lock();
+                // A closed stdout (`| head`) is not an error worth a message.
+                let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+            })?;
+            match &end.reason {
+                Some(r) => eprintln!("hookd: run {run} {}: {r}", end.status),
+                None => eprintln!("hookd: run {run} {}", end.status),
+            }
+            Ok(if end.status == "succeeded" {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Pipelines { json, remote } => {
+            let config = load_config(config_path)?;
+            let client = Client::new(&config, remote.url.as_deref(), remote.token_file.as_deref())?;
+            let answer = client.get_json("/api/v1/pipelines")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+            } else {
+                print_pipelines(&answer);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Logs {
+            run,
+            follow: false,
+            remote,
+        } => {
             let config = load_config(config_path)?;
             let client = Client::new(&config, remote.url.as_deref(), remote.token_file.as_deref())?;
             let body = client.get(&format!("/api/v1/runs/{run}/log"))?;
@@ -371,6 +421,48 @@ fn print_runs(answer: &serde_json::Value) {
             s("ref"),
             commit,
             s("created_at")
+        );
+    }
+}
+
+fn print_pipelines(answer: &serde_json::Value) {
+    let pipelines = answer
+        .get("pipelines")
+        .and_then(|r| r.as_array())
+        .cloned()
+        .unwrap_or_default();
+    println!(
+        "{:<24} {:<36} {:<22} {:<24} TRIGGERS",
+        "NAME", "LAST RUN", "LAST RUN AT", "LAST CHANGE"
+    );
+    for p in pipelines {
+        let s = |v: &serde_json::Value, k: &str| {
+            v.get(k).and_then(|v| v.as_str()).unwrap_or("-").to_string()
+        };
+        let last = p.get("last_run").filter(|v| !v.is_null());
+        let (last_run, last_at) = match last {
+            Some(l) => (
+                format!(
+                    "#{} {}",
+                    l.get("id").and_then(|v| v.as_i64()).unwrap_or(0),
+                    s(l, "status")
+                ),
+                s(l, "at"),
+            ),
+            None => ("-".to_string(), "-".to_string()),
+        };
+        let triggers: Vec<&str> = p
+            .get("triggers")
+            .and_then(|t| t.as_array())
+            .map(|t| t.iter().filter_map(|v| v.as_str()).collect())
+            .unwrap_or_default();
+        println!(
+            "{:<24} {:<36} {:<22} {:<24} {}",
+            s(&p, "name"),
+            last_run,
+            last_at,
+            s(&p, "last_change"),
+            triggers.join("; ")
         );
     }
 }

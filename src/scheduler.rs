@@ -17,6 +17,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::clock::now_ms;
 use crate::config::{OnNewEvent, Pipeline, StepCommand, WorkspaceMode};
@@ -302,6 +303,7 @@ impl Scheduler {
                     )
                     .await?;
                 held.remove(&q.concurrency_group);
+                crate::metrics::run_finished(&q.pipeline, RunStatus::Failed.as_str(), None);
                 continue;
             };
             if !self.shared.store.start_run(q.id, now_ms()).await? {
@@ -327,68 +329,84 @@ impl Scheduler {
         stop: CancellationToken,
         reason: Arc<Mutex<Option<StopReason>>>,
     ) {
+        // `instrument`, not `span.enter()`: a guard held across `.await`
+        // would tag other tasks' log lines with this run.
         let span = tracing::info_span!("run", run = run_id, pipeline = %pipeline.name);
-        let _enter = span.enter();
-        let run = match self.shared.store.run(run_id).await {
-            Ok(Some(run)) => run,
-            Ok(None) => {
-                tracing::error!("a started run vanished from the store");
-                return;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read the run");
-                self.finish(
-                    run_id,
-                    &pipeline,
-                    1,
-                    RunEnd::new(RunStatus::Failed, format!("cannot read the run: {e}")),
-                    None,
-                )
-                .await;
-                return;
-            }
-        };
-        let log = match RunLog::create(
-            &self.shared.run_dir(run_id).join("log"),
-            self.shared.config.max_log_bytes,
-            self.shared.secrets(),
-        ) {
-            Ok(log) => log,
-            Err(e) => {
-                let end = RunEnd::new(RunStatus::Failed, format!("cannot create the run log: {e}"));
-                self.finish(run_id, &pipeline, run.attempt, end, None).await;
-                return;
-            }
-        };
-        if run.attempt > 1 {
-            log.line(
-                "run",
-                Stream::Hookd,
-                &format!(
-                    "attempt {} of {} (retry of run {})",
-                    run.attempt,
-                    pipeline.retry.attempts,
-                    run.retry_of
-                        .map_or_else(|| "?".to_string(), |r| r.to_string())
-                ),
-            );
-        }
-        let mut end = self.execute_inner(&run, &pipeline, &log, &stop).await;
-        if stop.is_cancelled() {
-            let why = reason.lock().ok().and_then(|r| r.clone());
-            end = match (why, end.status) {
-                (_, RunStatus::Succeeded) => end,
-                (Some(StopReason::Shutdown), _) => RunEnd::new(
-                    RunStatus::Interrupted,
-                    "hookd shut down while the run was running".to_string(),
-                ),
-                (Some(StopReason::Cancelled(msg)), _) => RunEnd::new(RunStatus::Cancelled, msg),
-                (None, _) => RunEnd::new(RunStatus::Cancelled, None),
+        async move {
+            let began = Instant::now();
+            let run = match self.shared.store.run(run_id).await {
+                Ok(Some(run)) => run,
+                Ok(None) => {
+                    tracing::error!("a started run vanished from the store");
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the run");
+                    self.finish(
+                        run_id,
+                        &pipeline,
+                        1,
+                        RunEnd::new(RunStatus::Failed, format!("cannot read the run: {e}")),
+                        None,
+                        None,
+                    )
+                    .await;
+                    return;
+                }
             };
-        }
-        self.finish(run_id, &pipeline, run.attempt, end, Some(&log))
+            let log = match RunLog::create(
+                &self.shared.run_dir(run_id).join("log"),
+                self.shared.config.max_log_bytes,
+                self.shared.secrets(),
+            ) {
+                Ok(log) => log,
+                Err(e) => {
+                    let end =
+                        RunEnd::new(RunStatus::Failed, format!("cannot create the run log: {e}"));
+                    self.finish(run_id, &pipeline, run.attempt, end, None, None)
+                        .await;
+                    return;
+                }
+            };
+            if run.attempt > 1 {
+                log.line(
+                    "run",
+                    Stream::Hookd,
+                    &format!(
+                        "attempt {} of {} (retry of run {})",
+                        run.attempt,
+                        pipeline.retry.attempts,
+                        run.retry_of
+                            .map_or_else(|| "?".to_string(), |r| r.to_string())
+                    ),
+                );
+            }
+            let mut end = self.execute_inner(&run, &pipeline, &log, &stop).await;
+            if stop.is_cancelled() {
+                let why = reason.lock().ok().and_then(|r| r.clone());
+                end = match (why, end.status) {
+                    (_, RunStatus::Succeeded) => end,
+                    (Some(StopReason::Shutdown), _) => RunEnd::new(
+                        RunStatus::Interrupted,
+                        "hookd shut down while the run was running".to_string(),
+                    ),
+                    (Some(StopReason::Cancelled(msg)), _) => RunEnd::new(RunStatus::Cancelled, msg),
+                    (None, _) => RunEnd::new(RunStatus::Cancelled, None),
+                };
+            }
+            self.finish(
+                run_id,
+                &pipeline,
+                run.attempt,
+                end,
+                Some(&log),
+                Some(began.elapsed()),
+            )
             .await;
-        log.flush();
+            log.flush();
+        }
+        .instrument(span)
+        .await
     }
 
     /// Records the end of a run and queues its retry when the policy says so.
@@ -399,6 +417,7 @@ impl Scheduler {
         attempt: i64,
         end: RunEnd,
         log: Option<&RunLog>,
+        elapsed: Option<Duration>,
     ) {
         let retriable = matches!(
             end.status,
@@ -412,6 +431,7 @@ impl Scheduler {
             }
         });
         tracing::info!(status = end.status.as_str(), reason = ?end.reason, "run finished");
+        crate::metrics::run_finished(&pipeline.name, end.status.as_str(), elapsed);
         match self
             .shared
             .store
@@ -524,6 +544,7 @@ impl Scheduler {
                 checkout.fetch_duration.as_secs_f64()
             ),
         );
+        crate::metrics::git_fetch(checkout.fetch_duration);
         if let Err(e) = store.set_run_commit(run_id, &checkout.commit).await {
             tracing::warn!(error = %e, "cannot record the checked-out commit");
         }
@@ -690,6 +711,10 @@ impl Scheduler {
                 record_pgid,
             )
             .await;
+            let took = outcome
+                .as_ref()
+                .ok()
+                .map(|o| (o.finished_at - o.started_at).unsigned_abs());
             let (status, exit_code, end) = match outcome {
                 // The runner has logged why.
                 Err(e) => (
@@ -744,6 +769,9 @@ impl Scheduler {
                 .await
             {
                 tracing::warn!(error = %e, step = %step.name, "cannot record step end");
+            }
+            if let Some(took) = took {
+                crate::metrics::step_finished(&pipeline.name, &step.name, status.as_str(), took);
             }
             if let Some(end) = end {
                 return end;

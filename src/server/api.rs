@@ -1,15 +1,17 @@
 //! `/api/v1`: runs, run logs and deliveries as JSON.
 //!
-//! Authentication: `Authorization: Bearer <admin token>` compared in constant
-//! time; without an `admin_token_file`, loopback clients only.
+//! Authentication ([`super::auth`]): `Authorization: Bearer <admin token>` or
+//! the web UI's session cookie, compared in constant time; without an
+//! `admin_token_file`, loopback clients only. The routes are described by
+//! the OpenAPI document served at `/api/v1/openapi.json`.
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, Scope};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use subtle::ConstantTimeEq;
 
-use super::{error, is_loopback, unavailable};
+use super::auth::{self, Access};
+use super::{error, unavailable};
 use crate::clock::{now_ms, rfc3339};
 use crate::daemon::Shared;
 use crate::event::{Event, ManualEvent};
@@ -30,33 +32,37 @@ pub(super) fn scope() -> Scope {
             "/pipelines/{name}/trigger",
             web::post().to(trigger_pipeline),
         )
+        .route(
+            "/deliveries",
+            web::get().to(super::listings::list_deliveries),
+        )
+        .route("/pipelines", web::get().to(super::listings::list_pipelines))
+        .route("/openapi.json", web::get().to(openapi))
+}
+
+/// The OpenAPI 3.1 description of `/api/v1`, hand-written next to the handlers.
+pub(crate) const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(OPENAPI)
 }
 
 /// Checks the caller; `Some` is the refusal to send.
-fn refuse(req: &HttpRequest, shared: &Shared) -> Option<HttpResponse> {
-    match &shared.config.admin_token {
-        None if is_loopback(req.peer_addr()) => None,
-        None => Some(error(
+pub(crate) fn refuse(req: &HttpRequest, shared: &Shared) -> Option<HttpResponse> {
+    match auth::check(req, shared) {
+        Access::Allowed => None,
+        Access::LoopbackOnly => Some(error(
             StatusCode::FORBIDDEN,
             "no admin_token_file is configured: the API serves loopback clients only",
         )),
-        Some(token) => {
-            let given = req
-                .headers()
-                .get(actix_web::http::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .map(str::trim);
-            match given {
-                Some(g) if bool::from(g.as_bytes().ct_eq(token.expose().as_bytes())) => None,
-                Some(_) => Some(error(StatusCode::UNAUTHORIZED, "wrong bearer token")),
-                None => Some(
-                    HttpResponse::Unauthorized()
-                        .insert_header(("WWW-Authenticate", "Bearer"))
-                        .json(json!({"error": "missing Authorization: Bearer <admin token>"})),
-                ),
-            }
-        }
+        Access::Wrong => Some(error(StatusCode::UNAUTHORIZED, "wrong bearer token")),
+        Access::Missing => Some(
+            HttpResponse::Unauthorized()
+                .insert_header(("WWW-Authenticate", "Bearer"))
+                .json(json!({"error": "missing Authorization: Bearer <admin token>"})),
+        ),
     }
 }
 
@@ -101,7 +107,8 @@ pub(crate) fn run_json(run: &RunRecord) -> Value {
     })
 }
 
-fn delivery_json(d: &DeliveryRecord) -> Value {
+/// The delivery JSON of the contract.
+pub(crate) fn delivery_json(d: &DeliveryRecord) -> Value {
     json!({
         "id": d.id,
         "source": d.source,
@@ -145,16 +152,37 @@ async fn list_runs(
             }
         },
     };
+    let limit = query.limit.unwrap_or(50);
+    if limit == 0 || limit > super::listings::MAX_LIMIT {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "limit must be between 1 and {}, not {limit}",
+                super::listings::MAX_LIMIT
+            ),
+        );
+    }
     let filter = RunFilter {
         pipeline: query.pipeline.clone().filter(|p| !p.is_empty()),
         status,
         before_id: query.before,
-        limit: query.limit.unwrap_or(50),
+        limit,
+    };
+    let total = match shared.store.count_runs(filter.clone()).await {
+        Ok(n) => n,
+        Err(e) => return unavailable(e),
     };
     match shared.store.runs(filter).await {
-        Ok(runs) => HttpResponse::Ok().json(json!({
-            "runs": runs.iter().map(run_json).collect::<Vec<_>>()
-        })),
+        Ok(runs) => {
+            let next_before = (runs.len() == limit)
+                .then(|| runs.last().map(|r| r.id))
+                .flatten();
+            HttpResponse::Ok().json(json!({
+                "runs": runs.iter().map(run_json).collect::<Vec<_>>(),
+                "total": total,
+                "next_before": next_before,
+            }))
+        }
         Err(e) => unavailable(e),
     }
 }
@@ -171,7 +199,18 @@ async fn get_run(req: HttpRequest, id: web::Path<i64>, shared: web::Data<Shared>
     }
 }
 
-async fn get_log(req: HttpRequest, id: web::Path<i64>, shared: web::Data<Shared>) -> HttpResponse {
+#[derive(Debug, Deserialize)]
+struct LogQuery {
+    follow: Option<String>,
+    offset: Option<u64>,
+}
+
+async fn get_log(
+    req: HttpRequest,
+    id: web::Path<i64>,
+    query: web::Query<LogQuery>,
+    shared: web::Data<Shared>,
+) -> HttpResponse {
     if let Some(resp) = refuse(&req, &shared) {
         return resp;
     }
@@ -180,6 +219,26 @@ async fn get_log(req: HttpRequest, id: web::Path<i64>, shared: web::Data<Shared>
         Ok(Some(_)) => {}
         Ok(None) => return error(StatusCode::NOT_FOUND, format!("no run {id}")),
         Err(e) => return unavailable(e),
+    }
+    let follow = match query.follow.as_deref() {
+        None | Some("" | "0" | "false") => false,
+        Some("1" | "true") => true,
+        Some(other) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("follow must be 1 or 0, not {other:?}"),
+            )
+        }
+    };
+    if follow {
+        // An EventSource that reconnects says where it stopped.
+        let resume = req
+            .headers()
+            .get("Last-Event-ID")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let offset = resume.or(query.offset).unwrap_or(0);
+        return super::sse::follow(shared, id, offset);
     }
     let path = shared.run_dir(id).join("log");
     match tokio::fs::read(&path).await {

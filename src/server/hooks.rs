@@ -10,6 +10,7 @@ use serde::Serialize;
 use super::{error, is_loopback, unavailable};
 use crate::daemon::Shared;
 use crate::matcher::{match_events, Skip};
+use crate::metrics::DeliveryOutcome as Outcome;
 use crate::source::Request;
 use crate::store::{NewDelivery, RunOrigin, RunRef};
 
@@ -72,16 +73,19 @@ pub(super) async fn receive(
 ) -> HttpResponse {
     let source_name = path.into_inner();
     let Some(source) = shared.sources.get(&source_name) else {
+        crate::metrics::delivery(crate::metrics::UNKNOWN_SOURCE, Outcome::UnknownSource);
         return error(
             StatusCode::NOT_FOUND,
             format!("unknown source {source_name:?}"),
         );
     };
+    let count = |outcome| crate::metrics::delivery(&source_name, outcome);
     let method = req.method();
     let get_allowed = source.accepts_get();
     if method != actix_web::http::Method::POST
         && !(method == actix_web::http::Method::GET && get_allowed)
     {
+        count(Outcome::Malformed);
         let allowed = if get_allowed { "GET, POST" } else { "POST" };
         return HttpResponse::MethodNotAllowed()
             .insert_header(("Allow", allowed))
@@ -96,6 +100,7 @@ pub(super) async fn receive(
     let body = match read_body(&req, payload, shared.config.max_body_bytes).await {
         Ok(b) => b,
         Err(BodyError::TooLarge) => {
+            count(Outcome::TooLarge);
             tracing::warn!(source = %source_name, limit = shared.config.max_body_bytes, "refused webhook: body too large");
             return error(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -106,6 +111,7 @@ pub(super) async fn receive(
             );
         }
         Err(BodyError::Read(e)) => {
+            count(Outcome::Malformed);
             return error(StatusCode::BAD_REQUEST, format!("cannot read body: {e}"));
         }
     };
@@ -127,12 +133,14 @@ pub(super) async fn receive(
     };
     if let Err(e) = source.authenticate(&request) {
         tracing::warn!(source = %source_name, peer = ?req.peer_addr(), reason = %e, "refused webhook: authentication failed");
+        count(Outcome::Unauthorized);
         return error(StatusCode::UNAUTHORIZED, e);
     }
     let mut parsed = match source.parse(&request) {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(source = %source_name, reason = %e, "refused webhook: malformed");
+            count(Outcome::Malformed);
             return error(StatusCode::BAD_REQUEST, e);
         }
     };
@@ -173,9 +181,15 @@ pub(super) async fn receive(
         Ok(r) => r,
         Err(e) => {
             tracing::error!(source = %source_name, error = %e, "cannot store delivery; answering 503");
+            count(Outcome::Unavailable);
             return unavailable(format!("cannot store the delivery: {e}"));
         }
     };
+    count(if recorded.duplicate {
+        Outcome::Duplicate
+    } else {
+        Outcome::Accepted
+    });
     if recorded.duplicate {
         tracing::info!(delivery = recorded.delivery, source = %source_name, provider_delivery_id = ?parsed.delivery_id, "duplicate delivery; nothing new runs");
     } else {

@@ -1,5 +1,6 @@
 //! The HTTP side: webhook intake (`/hooks/{source}`), the JSON API
-//! (`/api/v1`), health. Only this module knows actix-web.
+//! (`/api/v1`), the web UI (`/`), metrics, health. Only this module knows
+//! actix-web.
 //!
 //! Invariants: a webhook is answered 2xx only after its delivery and runs are
 //! committed; our own faults are 503 with `Retry-After`, never a 4xx (forges
@@ -7,7 +8,11 @@
 //! Handlers do no blocking I/O: the store works on its own threads.
 
 mod api;
+mod auth;
 mod hooks;
+mod listings;
+mod sse;
+mod ui;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -28,10 +33,17 @@ pub struct Bound {
 pub fn bind(shared: Arc<Shared>) -> std::io::Result<Bound> {
     let listen = shared.config.listen;
     let data = web::Data::from(shared);
-    let server = HttpServer::new(move || App::new().app_data(data.clone()).configure(routes))
-        .disable_signals()
-        .shutdown_timeout(5)
-        .bind(listen)?;
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(extractor_errors::path())
+            .app_data(extractor_errors::query())
+            .app_data(extractor_errors::form())
+            .configure(routes)
+    })
+    .disable_signals()
+    .shutdown_timeout(5)
+    .bind(listen)?;
     let addr = server.addrs().first().copied().unwrap_or(listen);
     Ok(Bound {
         server: server.run(),
@@ -43,7 +55,9 @@ fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/hooks/{source}", web::route().to(hooks::receive))
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics))
         .service(api::scope())
+        .configure(ui::routes)
         .default_service(web::to(|| async {
             error(StatusCode::NOT_FOUND, "no such route")
         }));
@@ -53,15 +67,73 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok\n")
 }
 
+/// Ready while the store answers; a failed pipeline reload keeps it ready
+/// (the previous pipelines still serve) but the body says why it failed.
 async fn readyz(shared: web::Data<Shared>) -> HttpResponse {
     match shared.store.queued_runs(1).await {
         Ok(_) => HttpResponse::Ok().content_type("text/plain").body(format!(
-            "ready: store reachable, {} pipelines loaded\n",
-            shared.pipelines().len()
+            "ready: store reachable, {} pipelines loaded\n{}",
+            shared.pipelines().len(),
+            crate::reload::readiness_text(&shared.reload)
         )),
         Err(e) => HttpResponse::ServiceUnavailable()
             .content_type("text/plain")
             .body(format!("not ready: store: {e}\n")),
+    }
+}
+
+/// `GET /metrics`: Prometheus text format; the same access rule as the API.
+async fn metrics(req: actix_web::HttpRequest, shared: web::Data<Shared>) -> HttpResponse {
+    if let Some(refusal) = api::refuse(&req, &shared) {
+        return refusal;
+    }
+    let queued = crate::store::RunFilter {
+        status: Some(crate::store::RunStatus::Queued),
+        ..Default::default()
+    };
+    let running = crate::store::RunFilter {
+        status: Some(crate::store::RunStatus::Running),
+        ..Default::default()
+    };
+    match (
+        shared.store.count_runs(queued).await,
+        shared.store.count_runs(running).await,
+    ) {
+        (Ok(q), Ok(r)) => crate::metrics::set_load(q, r, shared.pipelines().len()),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(error = %e, "cannot count queued and running runs for /metrics");
+        }
+    }
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(crate::metrics::render())
+}
+
+/// JSON errors for actix's own extractor failures (bad path or query values).
+mod extractor_errors {
+    use actix_web::error::InternalError;
+    use actix_web::http::StatusCode;
+    use actix_web::web;
+
+    pub(super) fn path() -> web::PathConfig {
+        web::PathConfig::default().error_handler(|err, req| {
+            let message = format!("invalid path {}: {err}", req.path());
+            InternalError::from_response(err, super::error(StatusCode::NOT_FOUND, message)).into()
+        })
+    }
+
+    pub(super) fn query() -> web::QueryConfig {
+        web::QueryConfig::default().error_handler(|err, _req| {
+            let message = format!("invalid query string: {err}");
+            InternalError::from_response(err, super::error(StatusCode::BAD_REQUEST, message)).into()
+        })
+    }
+
+    pub(super) fn form() -> web::FormConfig {
+        web::FormConfig::default().error_handler(|err, _req| {
+            let message = format!("invalid form: {err}");
+            InternalError::from_response(err, super::error(StatusCode::BAD_REQUEST, message)).into()
+        })
     }
 }
 

@@ -390,6 +390,17 @@ pub struct RunFilter {
     pub limit: usize,
 }
 
+/// Filters for listing deliveries.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    /// Only this source.
+    pub source: Option<String>,
+    /// Only ids below this (paging, newest first).
+    pub before_id: Option<i64>,
+    /// At most this many (capped at 1000).
+    pub limit: usize,
+}
+
 /// A queued run, as the scheduler needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueuedRun {
@@ -498,4 +509,8 @@ pub trait Store: Send + Sync {
     async fn delivery(&self, id: i64) -> Result<Option<DeliveryRecord>, StoreError>;
     /// A delivery's exact body.
     async fn delivery_body(&self, id: i64) -> Result<Option<Vec<u8>>, StoreError>;
+    /// How many runs match `filter`, ignoring its `before_id` and `limit`.
+    async fn count_runs(&self, filter: RunFilter) -> Result<u64, StoreError>;
+    /// Deliveries with their runs and skips, newest first.
+    async fn deliveries(&self, filter: DeliveryFilter) -> Result<Vec<DeliveryRecord>, StoreError>;
 }

@@ -18,9 +18,9 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
 use tokio::sync::oneshot;
 
 use super::{
-    DeliveryRecord, NewDelivery, NewRun, Pruned, QueuedRun, Recorded, Recovered, RetryPlan,
-    RetryPolicy, RunFilter, RunOrigin, RunRecord, RunRef, RunStatus, StepRecord, StepStatus, Store,
-    StoreError,
+    DeliveryFilter, DeliveryRecord, NewDelivery, NewRun, Pruned, QueuedRun, Recorded, Recovered,
+    RetryPlan, RetryPolicy, RunFilter, RunOrigin, RunRecord, RunRef, RunStatus, StepRecord,
+    StepStatus, Store, StoreError,
 };
 use crate::matcher::Skip;
 
@@ -955,6 +955,82 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    async fn count_runs(&self, filter: RunFilter) -> Result<u64, StoreError> {
+        self.read(move |conn| {
+            let n: i64 = conn
+                .prepare_cached(
+                    "SELECT count(*) FROM runs
+                     WHERE (?1 IS NULL OR pipeline = ?1) AND (?2 IS NULL OR status = ?2)",
+                )
+                .and_then(|mut s| {
+                    s.query_row(
+                        params![filter.pipeline, filter.status.map(RunStatus::as_str)],
+                        |r| r.get(0),
+                    )
+                })
+                .map_err(StoreError::sqlite("count runs"))?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+        .await
+    }
+
+    async fn deliveries(&self, filter: DeliveryFilter) -> Result<Vec<DeliveryRecord>, StoreError> {
+        self.read(move |conn| {
+            let limit = filter.limit.clamp(1, 1000) as i64;
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT id, source, event, received_at, provider_delivery_id, headers, events, skipped, replay_of
+                     FROM deliveries
+                     WHERE (?1 IS NULL OR source = ?1) AND (?2 IS NULL OR id < ?2)
+                     ORDER BY id DESC LIMIT ?3",
+                )
+                .map_err(StoreError::sqlite("prepare delivery listing"))?;
+            let rows = stmt
+                .query_map(params![filter.source, filter.before_id, limit], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, Option<String>>(4)?,
+                        r.get::<_, String>(5)?,
+                        r.get::<_, String>(6)?,
+                        r.get::<_, String>(7)?,
+                        r.get::<_, Option<i64>>(8)?,
+                    ))
+                })
+                .map_err(StoreError::sqlite("list deliveries"))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (
+                    id,
+                    source,
+                    event,
+                    received_at,
+                    provider_delivery_id,
+                    headers,
+                    events,
+                    skipped,
+                    replay_of,
+                ) = row.map_err(StoreError::sqlite("read delivery row"))?;
+                out.push(DeliveryRecord {
+                    id,
+                    source,
+                    event,
+                    received_at,
+                    provider_delivery_id,
+                    headers: decode("delivery headers", id, &headers)?,
+                    events: decode("delivery events", id, &events)?,
+                    runs: runs_of_delivery(conn, id)?,
+                    skipped: decode("delivery skipped", id, &skipped)?,
+                    replay_of,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
 }
 
 #[cfg(test)]
@@ -1129,6 +1205,65 @@ mod tests {
             .and_then(|c| c.query_row("SELECT count(*) FROM deliveries", [], |r| r.get(0)))
             .expect("count");
         assert_eq!(count, 200);
+    }
+
+    #[tokio::test]
+    async fn deliveries_list_newest_first_with_filters_and_paging() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            let mut d = delivery(Some(&format!("l-{i}")), &["deploy"]);
+            if i % 2 == 1 {
+                d.source = "gitlab".into();
+            }
+            ids.push(store.record_delivery(d).await.expect("record").delivery);
+        }
+        let all = store
+            .deliveries(DeliveryFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .expect("list");
+        assert_eq!(
+            all.iter().map(|d| d.id).collect::<Vec<_>>(),
+            ids.iter().rev().copied().collect::<Vec<_>>()
+        );
+        assert_eq!(all[0].runs.len(), 1);
+        assert_eq!(all[0].skipped[0].pipeline, "other");
+        let page = store
+            .deliveries(DeliveryFilter {
+                source: Some("github".into()),
+                before_id: Some(ids[4]),
+                limit: 1,
+            })
+            .await
+            .expect("page");
+        assert_eq!(page.iter().map(|d| d.id).collect::<Vec<_>>(), vec![ids[2]]);
+        assert_eq!(
+            store
+                .count_runs(RunFilter {
+                    status: Some(RunStatus::Queued),
+                    before_id: Some(1),
+                    limit: 1,
+                    ..Default::default()
+                })
+                .await
+                .expect("count"),
+            5,
+            "count ignores paging"
+        );
+        assert_eq!(
+            store
+                .count_runs(RunFilter {
+                    pipeline: Some("nope".into()),
+                    ..Default::default()
+                })
+                .await
+                .expect("count"),
+            0
+        );
     }
 
     #[test]

@@ -86,8 +86,14 @@ impl Env {
     }
 
     pub fn start_with_env(&self, env: &[(&str, &str)]) -> Daemon {
+        self.start_with(&[], env)
+    }
+
+    /// Starts `hookd serve` with extra global arguments (e.g. `--log-format json`).
+    pub fn start_with(&self, args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_hookd"));
-        cmd.arg("serve")
+        cmd.args(args)
+            .arg("serve")
             .arg("--config")
             .arg(self.path().join("hookd.yaml"))
             .current_dir(self.path())
@@ -118,9 +124,13 @@ impl Env {
                 );
             }
             logs.lock().expect("logs").iter().find_map(|l| {
-                l.split("hookd listening on http://")
-                    .nth(1)
-                    .map(|rest| rest.split_whitespace().next().unwrap_or("").to_string())
+                l.split("hookd listening on http://").nth(1).map(|rest| {
+                    // Text logs end the address with a space, JSON logs with `",`.
+                    rest.split(|c: char| c.is_whitespace() || c == '"')
+                        .next()
+                        .unwrap_or("")
+                        .to_string()
+                })
             })
         });
         let agent = ureq::Agent::config_builder()
