@@ -44,8 +44,10 @@ fn delivery(i: usize, body: &[u8]) -> NewDelivery {
             commit: Some("fd489864e7642b48eaad6e3f155c10e46810ec72".into()),
             origin: RunOrigin::Webhook,
             supersede: false,
+            alert: None,
         }],
         replay_of: None,
+        alert_updates: Vec::new(),
     }
 }
 

@@ -17,7 +17,9 @@ use crate::config::{DaemonConfig, OnNewEvent, Pipeline};
 use crate::event::Event;
 use crate::scheduler::{ActiveRuns, Scheduler};
 use crate::source::{self, Source};
-use crate::store::{NewRun, Recorded, RetryPlan, RetryPolicy, RunOrigin, SqliteStore, Store};
+use crate::store::{
+    AlertGate, AlertUpdate, NewRun, Recorded, RetryPlan, RetryPolicy, RunOrigin, SqliteStore, Store,
+};
 
 /// State shared by the server and the scheduler.
 pub struct Shared {
@@ -91,7 +93,7 @@ impl Shared {
         let (git_ref, commit) = match event {
             Event::Push(p) => (Some(p.git_ref.clone()), p.after.clone()),
             Event::Manual(m) => (m.git_ref.clone(), m.commit.clone()),
-            Event::Ignored(_) => (None, None),
+            Event::Alert(_) | Event::Ignored(_) => (None, None),
         };
         NewRun {
             pipeline: pipeline.name.clone(),
@@ -102,12 +104,67 @@ impl Shared {
             commit,
             origin,
             supersede: pipeline.on_new_event != OnNewEvent::Queue,
+            alert: match event {
+                // Repeats of one episode never run twice, guard rails or not.
+                Event::Alert(a) => Some(AlertGate {
+                    fingerprint: a.fingerprint.clone(),
+                    starts_at: a.starts_at.clone(),
+                    status: a.status.as_str().to_string(),
+                    cooldown_ms: pipeline
+                        .remediation
+                        .and_then(|r| r.cooldown)
+                        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+                    max_runs: pipeline.remediation.and_then(|r| r.max_runs),
+                    window_ms: pipeline
+                        .remediation
+                        .map(|r| i64::try_from(r.window.as_millis()).unwrap_or(i64::MAX))
+                        .unwrap_or(3_600_000),
+                    escalate: !pipeline.on_failure.is_empty(),
+                }),
+                _ => None,
+            },
         }
+    }
+
+    /// The remediation-state changes that the alerts among `events` carry.
+    pub fn alert_updates(&self, events: &[Event]) -> Vec<AlertUpdate> {
+        let pipelines = self.pipelines();
+        let cancel_pipelines: Vec<String> = pipelines
+            .iter()
+            .filter(|p| p.remediation.is_some_and(|r| r.cancel_on_resolved))
+            .map(|p| p.name.clone())
+            .collect();
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Alert(a) => Some(AlertUpdate {
+                    fingerprint: a.fingerprint.clone(),
+                    status: a.status.as_str().to_string(),
+                    starts_at: a.starts_at.clone(),
+                    cancel_pipelines: cancel_pipelines.clone(),
+                }),
+                _ => None,
+            })
+            .collect()
     }
 
     /// After new runs are committed: under `on_new_event: cancel`, stop the
     /// older running runs of their groups; then wake the scheduler.
     pub fn runs_queued(&self, recorded: &Recorded) {
+        for id in &recorded.cancel_running {
+            if self.active.cancel(
+                *id,
+                crate::scheduler::StopReason::Cancelled(
+                    "resolved: the alert resolved while the remediation ran".to_string(),
+                ),
+            ) {
+                tracing::info!(run = id, "alert resolved; stopping its remediation");
+            }
+        }
+        if !recorded.suppressed.is_empty() {
+            tracing::warn!(runs = ?recorded.suppressed, "remediation suppressed by max_runs");
+            self.wake_scheduler();
+        }
         for run in &recorded.runs {
             let Some(pipeline) = self.pipeline(&run.pipeline) else {
                 continue;
@@ -229,6 +286,7 @@ pub async fn serve(config: DaemonConfig, pipelines: Vec<Pipeline>) -> anyhow::Re
     let scheduler = Scheduler::new(Arc::clone(&shared));
     let scheduler_task = tokio::spawn(Arc::clone(&scheduler).run());
     let retention_task = tokio::spawn(Arc::clone(&scheduler).retention_loop());
+    let escalation_task = tokio::spawn(Arc::clone(&scheduler).escalation_loop());
 
     let bound = crate::server::bind(Arc::clone(&shared))
         .with_context(|| format!("cannot listen on {}", shared.config.listen))?;
@@ -271,6 +329,7 @@ pub async fn serve(config: DaemonConfig, pipelines: Vec<Pipeline>) -> anyhow::Re
     scheduler.shutdown().await;
     let _ = scheduler_task.await;
     let _ = retention_task.await;
+    let _ = escalation_task.await;
     let _ = server_task.await;
     tokio::task::spawn_blocking(move || store.close())
         .await

@@ -5,7 +5,10 @@
 //! raw payload stays with the delivery. Everything here is provider-neutral:
 //! `source` knows GitHub's field names, nothing past it does.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 /// The 40-zero object id forges send for "no commit" (branch creation's
 /// `before`, deletion's `after`).
@@ -22,6 +25,8 @@ pub fn is_zero_sha(sha: &str) -> bool {
 pub enum Event {
     /// A ref (branch or tag) moved, was created or was deleted.
     Push(PushEvent),
+    /// One alert of a monitoring notification, firing or resolved.
+    Alert(AlertEvent),
     /// Started by an operator (`hookd trigger`, the API).
     Manual(ManualEvent),
     /// A delivery that carries nothing to run (ping, unsupported event type).
@@ -33,6 +38,7 @@ impl Event {
     pub fn kind(&self) -> &'static str {
         match self {
             Event::Push(_) => "push",
+            Event::Alert(_) => "alert",
             Event::Manual(_) => "manual",
             Event::Ignored(_) => "ignored",
         }
@@ -121,6 +127,74 @@ pub fn split_ref(git_ref: &str) -> (RefKind, String) {
     }
 }
 
+/// Whether an alert is firing or resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertStatus {
+    /// The condition holds.
+    Firing,
+    /// The condition no longer holds.
+    Resolved,
+}
+
+impl AlertStatus {
+    /// `firing` or `resolved`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertStatus::Firing => "firing",
+            AlertStatus::Resolved => "resolved",
+        }
+    }
+}
+
+/// One alert. Senders group alerts into one notification; hookd makes each
+/// alert its own event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertEvent {
+    /// Firing or resolved.
+    pub status: AlertStatus,
+    /// The `alertname` label (empty when absent).
+    pub name: String,
+    /// Stable identity of the alert: the sender's, else derived from the
+    /// sorted label set ([`label_fingerprint`]).
+    pub fingerprint: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Annotations.
+    pub annotations: BTreeMap<String, String>,
+    /// When the firing episode began (RFC 3339, as the sender wrote it).
+    pub starts_at: Option<String>,
+    /// When it ended (resolved) or will be considered stale (firing).
+    pub ends_at: Option<String>,
+    /// Link to the alerting rule's expression.
+    pub generator_url: Option<String>,
+    /// The notification's group labels.
+    pub group_labels: BTreeMap<String, String>,
+    /// The notification's group key.
+    pub group_key: Option<String>,
+    /// The sender's own URL.
+    pub external_url: Option<String>,
+    /// Sender-specific extras (Grafana: values, dashboardURL, panelURL,
+    /// silenceURL, imageURL), kept as sent.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+/// A fingerprint derived from a label set: the first 16 hex digits of
+/// SHA-256 over the labels sorted by name, as `name=value` lines. Stable
+/// across senders and restarts, so dedupe and cooldowns work for senders
+/// that send no fingerprint.
+pub fn label_fingerprint(labels: &BTreeMap<String, String>) -> String {
+    let mut h = Sha256::new();
+    for (k, v) in labels {
+        h.update(k.as_bytes());
+        h.update(b"=");
+        h.update(v.as_bytes());
+        h.update(b"\n");
+    }
+    hex::encode(h.finalize())[..16].to_string()
+}
+
 /// An operator-started run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManualEvent {
@@ -154,6 +228,22 @@ mod tests {
             split_ref("refs/pull/1/head"),
             (RefKind::Other, "refs/pull/1/head".into())
         );
+    }
+
+    #[test]
+    fn label_fingerprints_ignore_order_and_differ_by_value() {
+        let a: BTreeMap<String, String> = [("alertname", "DiskFull"), ("instance", "db-3")]
+            .map(|(k, v)| (k.into(), v.into()))
+            .into();
+        let b: BTreeMap<String, String> = [("instance", "db-3"), ("alertname", "DiskFull")]
+            .map(|(k, v)| (k.into(), v.into()))
+            .into();
+        let c: BTreeMap<String, String> = [("alertname", "DiskFull"), ("instance", "db-4")]
+            .map(|(k, v)| (k.into(), v.into()))
+            .into();
+        assert_eq!(label_fingerprint(&a), label_fingerprint(&b));
+        assert_ne!(label_fingerprint(&a), label_fingerprint(&c));
+        assert_eq!(label_fingerprint(&a).len(), 16);
     }
 
     #[test]

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Pipeline, PushTrigger, Trigger};
-use crate::event::{Event, PushEvent, RefKind};
+use crate::config::{AlertStatusFilter, AlertTrigger, Pipeline, PushTrigger, Trigger};
+use crate::event::{AlertEvent, AlertStatus, Event, PushEvent, RefKind};
 
 /// One pipeline to run for one event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +79,8 @@ pub fn match_one(source: &str, event: &Event, pipeline: &Pipeline) -> Result<usi
     for (ti, trigger) in pipeline.triggers.iter().enumerate() {
         let verdict = match (trigger, event) {
             (Trigger::Push(t), Event::Push(p)) => match_push(source, t, p),
+            (Trigger::Alert(t), Event::Alert(a)) => match_alert(source, t, a),
+            (Trigger::Alert(_), other) => Err(format!("{} event, trigger is alert", other.kind())),
             (Trigger::Manual, Event::Manual(_)) => Ok(()),
             (Trigger::Manual, _) => {
                 Err("manual trigger: only `hookd trigger` or the API starts it".to_string())
@@ -173,9 +175,50 @@ fn match_push(source: &str, t: &PushTrigger, p: &PushEvent) -> Result<(), String
     }
 }
 
+fn match_alert(source: &str, t: &AlertTrigger, a: &AlertEvent) -> Result<(), String> {
+    if let Some(sources) = &t.sources {
+        if !sources.iter().any(|s| s == source) {
+            return Err(format!(
+                "source {source:?} is not in sources [{}]",
+                sources.join(", ")
+            ));
+        }
+    }
+    let wanted = matches!(
+        (t.status, a.status),
+        (AlertStatusFilter::Any, _)
+            | (AlertStatusFilter::Firing, AlertStatus::Firing)
+            | (AlertStatusFilter::Resolved, AlertStatus::Resolved)
+    );
+    if !wanted {
+        let want = match t.status {
+            AlertStatusFilter::Firing => "firing",
+            AlertStatusFilter::Resolved => "resolved",
+            AlertStatusFilter::Any => "any",
+        };
+        return Err(format!(
+            "alert {:?} is {}, the trigger wants {want}",
+            a.name,
+            a.status.as_str()
+        ));
+    }
+    match t.matchers.iter().find(|m| !m.matches(&a.labels)) {
+        None => Ok(()),
+        Some(m) => Err(format!(
+            "alert {:?}: matcher {m} does not hold ({} is {})",
+            a.name,
+            m.name,
+            a.labels
+                .get(&m.name)
+                .map_or_else(|| "absent".to_string(), |v| format!("{v:?}"))
+        )),
+    }
+}
+
 fn describe(event: &Event) -> String {
     match event {
         Event::Push(p) => format!("push to {}", p.git_ref),
+        Event::Alert(a) => format!("alert {} {}", a.name, a.status.as_str()),
         other => other.kind().to_string(),
     }
 }

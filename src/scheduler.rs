@@ -299,7 +299,7 @@ impl Scheduler {
                         RunStatus::Failed,
                         Some(&format!("pipeline {:?} no longer exists", q.pipeline)),
                         now_ms(),
-                        None,
+                        crate::store::AfterRun::default(),
                     )
                     .await?;
                 held.remove(&q.concurrency_group);
@@ -345,7 +345,7 @@ impl Scheduler {
                     self.finish(
                         run_id,
                         &pipeline,
-                        1,
+                        (1, false),
                         RunEnd::new(RunStatus::Failed, format!("cannot read the run: {e}")),
                         None,
                         None,
@@ -363,7 +363,8 @@ impl Scheduler {
                 Err(e) => {
                     let end =
                         RunEnd::new(RunStatus::Failed, format!("cannot create the run log: {e}"));
-                    self.finish(run_id, &pipeline, run.attempt, end, None, None)
+                    let is_alert = matches!(run.event, Event::Alert(_));
+                    self.finish(run_id, &pipeline, (run.attempt, is_alert), end, None, None)
                         .await;
                     return;
                 }
@@ -397,7 +398,7 @@ impl Scheduler {
             self.finish(
                 run_id,
                 &pipeline,
-                run.attempt,
+                (run.attempt, matches!(run.event, Event::Alert(_))),
                 end,
                 Some(&log),
                 Some(began.elapsed()),
@@ -414,7 +415,7 @@ impl Scheduler {
         &self,
         run_id: i64,
         pipeline: &Pipeline,
-        attempt: i64,
+        (attempt, is_alert): (i64, bool),
         end: RunEnd,
         log: Option<&RunLog>,
         elapsed: Option<Duration>,
@@ -430,12 +431,32 @@ impl Scheduler {
                 only_if_no_newer: pipeline.on_new_event != OnNewEvent::Queue,
             }
         });
+        // on_failure escalates a failure that no retry will take up.
+        let escalate = (matches!(end.status, RunStatus::Failed | RunStatus::TimedOut)
+            && plan.is_none()
+            && !pipeline.on_failure.is_empty())
+        .then(|| {
+            format!(
+                "{}: {}",
+                end.status.as_str(),
+                end.reason.as_deref().unwrap_or("the run did not succeed")
+            )
+        });
+        let verify_within_ms = (is_alert && end.status == RunStatus::Succeeded)
+            .then(|| pipeline.remediation.and_then(|r| r.verify_resolved_within))
+            .flatten()
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2));
         tracing::info!(status = end.status.as_str(), reason = ?end.reason, "run finished");
         crate::metrics::run_finished(&pipeline.name, end.status.as_str(), elapsed);
+        let then = crate::store::AfterRun {
+            retry: plan,
+            escalate,
+            verify_within_ms,
+        };
         match self
             .shared
             .store
-            .finish_run(run_id, end.status, end.reason.as_deref(), now_ms(), plan)
+            .finish_run(run_id, end.status, end.reason.as_deref(), now_ms(), then)
             .await
         {
             Ok(Some(retry)) => {
@@ -468,34 +489,52 @@ impl Scheduler {
         }
     }
 
-    /// Checkout, stale check and steps.
-    async fn execute_inner(
+    /// The directory a run's steps execute in: a checkout of the commit, or
+    /// (alert and manual runs of a pipeline without `repo.url`) the
+    /// pipeline's scratch directory `data_dir/scratch/<pipeline>`.
+    async fn workdir(
         &self,
         run: &RunRecord,
         pipeline: &Pipeline,
         log: &RunLog,
+        deadline: Option<Instant>,
         stop: &CancellationToken,
-    ) -> RunEnd {
-        let store = &self.shared.store;
-        let run_id = run.id;
-        let deadline = pipeline.timeout.map(|t| Instant::now() + t);
-        let (source, payload) = match run.delivery {
-            Some(d) => {
-                let delivery = store.delivery(d).await.ok().flatten();
-                let body = store.delivery_body(d).await.ok().flatten();
-                (delivery.map(|d| d.source), body.unwrap_or_default())
-            }
-            None => (None, Vec::new()),
-        };
-
-        // Checkout.
-        let repo = match self.repo_spec(pipeline, &run.event) {
-            Ok(r) => r,
-            Err(msg) => return RunEnd::new(RunStatus::Failed, msg),
-        };
-        let target = match target_of(pipeline, run) {
-            Ok(t) => t,
-            Err(msg) => return RunEnd::new(RunStatus::Failed, msg),
+    ) -> Result<WorkDir, RunEnd> {
+        if pipeline.repo.url.is_none() && !matches!(run.event, Event::Push(_)) {
+            let path = self
+                .shared
+                .config
+                .data_dir
+                .join("scratch")
+                .join(&pipeline.name);
+            tokio::fs::create_dir_all(&path).await.map_err(|e| {
+                RunEnd::new(
+                    RunStatus::Failed,
+                    format!("cannot create scratch directory {}: {e}", path.display()),
+                )
+            })?;
+            log.line(
+                "run",
+                Stream::Hookd,
+                &format!("no repository: running in {}", path.display()),
+            );
+            return Ok(WorkDir {
+                path,
+                commit: None,
+                repo: None,
+                checkout: None,
+            });
+        }
+        let repo = self
+            .repo_spec(pipeline, &run.event)
+            .map_err(|msg| RunEnd::new(RunStatus::Failed, msg))?;
+        let target = match (
+            &run.commit,
+            run.attempt > 1 || run.escalation_status.is_some(),
+        ) {
+            // Retries and escalations check out what the first attempt did.
+            (Some(c), true) if c.len() == 40 => Target::Ref(c.clone()),
+            _ => target_of(pipeline, run).map_err(|msg| RunEnd::new(RunStatus::Failed, msg))?,
         };
         log.line(
             "run",
@@ -512,14 +551,14 @@ impl Scheduler {
         };
         let prepare = self
             .workspaces
-            .prepare(&repo, &target, mode, &pipeline.name, run_id, stop);
+            .prepare(&repo, &target, mode, &pipeline.name, run.id, stop);
         let checkout = match deadline {
             Some(d) => match tokio::time::timeout_at(d, prepare).await {
                 Ok(r) => r,
                 Err(_) => {
                     let msg = "run timeout reached during checkout".to_string();
                     log.line("run", Stream::Hookd, &msg);
-                    return RunEnd::new(RunStatus::TimedOut, msg);
+                    return Err(RunEnd::new(RunStatus::TimedOut, msg));
                 }
             },
             None => prepare.await,
@@ -528,11 +567,14 @@ impl Scheduler {
             Ok(c) => c,
             Err(e) if stop.is_cancelled() => {
                 log.line("run", Stream::Hookd, &format!("checkout stopped: {e}"));
-                return RunEnd::new(RunStatus::Cancelled, None);
+                return Err(RunEnd::new(RunStatus::Cancelled, None));
             }
             Err(e) => {
                 log.line("run", Stream::Hookd, &format!("checkout failed: {e}"));
-                return RunEnd::new(RunStatus::Failed, format!("checkout failed: {e}"));
+                return Err(RunEnd::new(
+                    RunStatus::Failed,
+                    format!("checkout failed: {e}"),
+                ));
             }
         };
         log.line(
@@ -545,11 +587,89 @@ impl Scheduler {
             ),
         );
         crate::metrics::git_fetch(checkout.fetch_duration);
-        if let Err(e) = store.set_run_commit(run_id, &checkout.commit).await {
-            tracing::warn!(error = %e, "cannot record the checked-out commit");
-        }
+        Ok(WorkDir {
+            path: checkout.path.clone(),
+            commit: Some(checkout.commit.clone()),
+            repo: Some(repo),
+            checkout: Some((checkout, mode)),
+        })
+    }
 
-        let changed = self.changed_files(&run.event, &repo, &checkout, stop).await;
+    async fn release(&self, wd: WorkDir) {
+        if let Some((checkout, mode)) = wd.checkout {
+            if let Err(e) = self.workspaces.cleanup(&checkout, mode).await {
+                tracing::warn!(error = %e, "cannot remove the run's working tree");
+            }
+        }
+    }
+
+    /// The delivery's source name and exact body, for the env and files.
+    async fn delivery_of(&self, run: &RunRecord) -> (Option<String>, Vec<u8>) {
+        let store = &self.shared.store;
+        match run.delivery {
+            Some(d) => {
+                let delivery = store.delivery(d).await.ok().flatten();
+                let body = store.delivery_body(d).await.ok().flatten();
+                (delivery.map(|d| d.source), body.unwrap_or_default())
+            }
+            None => (None, Vec::new()),
+        }
+    }
+
+    /// Checkout, stale check, path filter and steps.
+    async fn execute_inner(
+        &self,
+        run: &RunRecord,
+        pipeline: &Pipeline,
+        log: &RunLog,
+        stop: &CancellationToken,
+    ) -> RunEnd {
+        let deadline = pipeline.timeout.map(|t| Instant::now() + t);
+        let (source, payload) = self.delivery_of(run).await;
+        let wd = match self.workdir(run, pipeline, log, deadline, stop).await {
+            Ok(wd) => wd,
+            Err(end) => return end,
+        };
+        let end = self
+            .execute_in(
+                run,
+                pipeline,
+                log,
+                stop,
+                deadline,
+                source.as_deref(),
+                &payload,
+                &wd,
+            )
+            .await;
+        self.release(wd).await;
+        end
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn execute_in(
+        &self,
+        run: &RunRecord,
+        pipeline: &Pipeline,
+        log: &RunLog,
+        stop: &CancellationToken,
+        deadline: Option<Instant>,
+        source: Option<&str>,
+        payload: &[u8],
+        wd: &WorkDir,
+    ) -> RunEnd {
+        let commit = wd.commit.as_deref().unwrap_or_default();
+        if let Some(c) = &wd.commit {
+            if let Err(e) = self.shared.store.set_run_commit(run.id, c).await {
+                tracing::warn!(error = %e, "cannot record the checked-out commit");
+            }
+        }
+        let changed = match (&wd.repo, &wd.checkout) {
+            (Some(repo), Some((checkout, _))) => {
+                self.changed_files(&run.event, repo, checkout, stop).await
+            }
+            _ => Ok(Vec::new()),
+        };
         if let Err(e) = &changed {
             log.line(
                 "run",
@@ -557,42 +677,201 @@ impl Scheduler {
                 &format!("cannot compute changed files: {e}"),
             );
         }
-        let skip = match self.stale(run, pipeline, &repo.url, &checkout.commit).await {
-            Some(msg) => Some(msg),
-            None => path_filter_skip(source.as_deref(), run, pipeline, &changed),
+        let stale = match &wd.repo {
+            Some(repo) => self.stale(run, pipeline, &repo.url, commit).await,
+            None => None,
         };
-        let end = match skip {
-            Some(msg) => {
-                log.line("run", Stream::Hookd, &msg);
-                RunEnd::new(RunStatus::Skipped, msg)
+        if let Some(msg) = stale.or_else(|| path_filter_skip(source, run, pipeline, &changed)) {
+            log.line("run", Stream::Hookd, &msg);
+            return RunEnd::new(RunStatus::Skipped, msg);
+        }
+        let env = match self
+            .step_env(
+                pipeline,
+                run,
+                source,
+                payload,
+                changed.as_deref().unwrap_or_default(),
+                commit,
+            )
+            .await
+        {
+            Ok(env) => env,
+            Err(e) => {
+                log.line("run", Stream::Hookd, &e);
+                return RunEnd::new(RunStatus::Failed, e);
             }
-            None => {
-                let steps = self
-                    .run_steps(
-                        pipeline,
-                        run,
+        };
+        let steps = self
+            .run_steps(
+                (run.id, &pipeline.name),
+                &pipeline.steps,
+                0,
+                &env,
+                &wd.path,
+                log,
+                deadline,
+                stop,
+            )
+            .await;
+        match steps {
+            StepsEnd::Succeeded => RunEnd::new(RunStatus::Succeeded, None),
+            StepsEnd::Failed(msg) => RunEnd::new(RunStatus::Failed, msg),
+            StepsEnd::TimedOut(msg) => RunEnd::new(RunStatus::TimedOut, msg),
+            StepsEnd::Stopped => RunEnd::new(RunStatus::Cancelled, None),
+            StepsEnd::Drained(msg) => RunEnd::new(RunStatus::Interrupted, msg),
+        }
+    }
+
+    /// Writes the run's event, payload and changed-files files and returns
+    /// the environment every step starts from.
+    async fn step_env(
+        &self,
+        pipeline: &Pipeline,
+        run: &RunRecord,
+        source: Option<&str>,
+        payload: &[u8],
+        changed: &[String],
+        commit: &str,
+    ) -> Result<Vec<(String, String)>, String> {
+        let files = write_run_files(&self.shared.run_dir(run.id), run, payload, changed).await?;
+        Ok(self.base_env(pipeline, run, source, commit, &files))
+    }
+
+    /// Runs a pipeline's `on_failure` steps for run `id` (suppressed,
+    /// ineffective, failed or timed out), appending to its log and its steps.
+    async fn escalate(&self, id: i64, reason: String) {
+        let store = &self.shared.store;
+        let run = match store.run(id).await {
+            Ok(Some(run)) => run,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(run = id, error = %e, "cannot read a run to escalate");
+                return;
+            }
+        };
+        let Some(pipeline) = self.shared.pipeline(&run.pipeline) else {
+            let _ = store.set_escalation(id, &reason, "failed", now_ms()).await;
+            return;
+        };
+        let _ = store.set_escalation(id, &reason, "running", now_ms()).await;
+        let log = match RunLog::open_append(
+            &self.shared.run_dir(id).join("log"),
+            self.shared.config.max_log_bytes,
+            self.shared.secrets(),
+        ) {
+            Ok(log) => log,
+            Err(e) => {
+                tracing::warn!(run = id, error = %e, "cannot open the run log to escalate");
+                let _ = store.set_escalation(id, &reason, "failed", now_ms()).await;
+                return;
+            }
+        };
+        log.line("run", Stream::Hookd, &format!("escalating: {reason}"));
+        let stop = CancellationToken::new();
+        let deadline = pipeline.timeout.map(|t| Instant::now() + t);
+        let (source, payload) = self.delivery_of(&run).await;
+        let ok = match self.workdir(&run, &pipeline, &log, deadline, &stop).await {
+            Ok(wd) => {
+                let ok = match self
+                    .step_env(
+                        &pipeline,
+                        &run,
                         source.as_deref(),
                         &payload,
-                        changed.as_deref().unwrap_or_default(),
-                        &checkout,
-                        log,
-                        deadline,
-                        stop,
+                        &[],
+                        wd.commit.as_deref().unwrap_or_default(),
                     )
-                    .await;
-                match steps {
-                    StepsEnd::Succeeded => RunEnd::new(RunStatus::Succeeded, None),
-                    StepsEnd::Failed(msg) => RunEnd::new(RunStatus::Failed, msg),
-                    StepsEnd::TimedOut(msg) => RunEnd::new(RunStatus::TimedOut, msg),
-                    StepsEnd::Stopped => RunEnd::new(RunStatus::Cancelled, None),
-                    StepsEnd::Drained(msg) => RunEnd::new(RunStatus::Interrupted, msg),
-                }
+                    .await
+                {
+                    Ok(mut env) => {
+                        env.push(("HOOKD_ESCALATION_REASON".to_string(), reason.clone()));
+                        matches!(
+                            self.run_steps(
+                                (id, &pipeline.name),
+                                &pipeline.on_failure,
+                                run.steps.len(),
+                                &env,
+                                &wd.path,
+                                &log,
+                                deadline,
+                                &stop
+                            )
+                            .await,
+                            StepsEnd::Succeeded
+                        )
+                    }
+                    Err(e) => {
+                        log.line("run", Stream::Hookd, &e);
+                        false
+                    }
+                };
+                self.release(wd).await;
+                ok
             }
+            Err(_) => false,
         };
-        if let Err(e) = self.workspaces.cleanup(&checkout, mode).await {
-            tracing::warn!(error = %e, "cannot remove the run's working tree");
+        let status = if ok { "succeeded" } else { "failed" };
+        log.line("run", Stream::Hookd, &format!("escalation {status}"));
+        log.flush();
+        if let Err(e) = store.set_escalation(id, &reason, status, now_ms()).await {
+            tracing::warn!(run = id, error = %e, "cannot record the escalation");
         }
-        end
+    }
+
+    /// Closes verification windows and runs pending escalations, every
+    /// second; returns when shutdown begins.
+    pub async fn escalation_loop(self: Arc<Self>) {
+        let mut started: HashSet<i64> = HashSet::new();
+        loop {
+            let store = &self.shared.store;
+            match store.due_verifications(now_ms()).await {
+                Ok(due) => {
+                    for (id, pipeline) in due {
+                        let escalates = self
+                            .shared
+                            .pipeline(&pipeline)
+                            .is_some_and(|p| !p.on_failure.is_empty());
+                        let within = self
+                            .shared
+                            .pipeline(&pipeline)
+                            .and_then(|p| p.remediation)
+                            .and_then(|r| r.verify_resolved_within)
+                            .map(|d| humantime::format_duration(d).to_string())
+                            .unwrap_or_default();
+                        let reason = format!(
+                            "ineffective: the alert did not resolve within {within} of the remediation"
+                        );
+                        tracing::warn!(run = id, pipeline = %pipeline, "{reason}");
+                        if escalates {
+                            let _ = store.set_escalation(id, &reason, "pending", now_ms()).await;
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot check remediation verifications"),
+            }
+            match store.pending_escalations().await {
+                Ok(pending) => {
+                    for (id, _) in pending {
+                        if !started.insert(id) {
+                            continue;
+                        }
+                        let reason = match store.run(id).await {
+                            Ok(Some(r)) => r.escalation_reason.unwrap_or_default(),
+                            _ => String::new(),
+                        };
+                        let this = Arc::clone(&self);
+                        self.tracker
+                            .spawn(async move { this.escalate(id, reason).await });
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot list pending escalations"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = self.draining.cancelled() => return,
+            }
+        }
     }
 
     /// Replay and rollback protection: a webhook push of a commit that is a
@@ -644,37 +923,27 @@ impl Scheduler {
     #[allow(clippy::too_many_arguments)]
     async fn run_steps(
         &self,
-        pipeline: &Pipeline,
-        run: &RunRecord,
-        source: Option<&str>,
-        payload: &[u8],
-        changed: &[String],
-        checkout: &Checkout,
+        (run_id, pipeline_name): (i64, &str),
+        steps: &[crate::config::Step],
+        idx_offset: usize,
+        base_env: &[(String, String)],
+        workdir: &Path,
         log: &RunLog,
         deadline: Option<Instant>,
         stop: &CancellationToken,
     ) -> StepsEnd {
-        let run_id = run.id;
-        let run_dir = self.shared.run_dir(run_id);
-        let files = match write_run_files(&run_dir, run, payload, changed).await {
-            Ok(f) => f,
-            Err(e) => {
-                log.line("run", Stream::Hookd, &e);
-                return StepsEnd::Failed(e);
-            }
-        };
-        let base_env = self.base_env(pipeline, run, source, &checkout.commit, &files);
-        for (idx, step) in pipeline.steps.iter().enumerate() {
+        for (i, step) in steps.iter().enumerate() {
+            let idx = idx_offset + i;
             if self.shared_draining() {
                 let msg = format!("hookd shut down before step {} started", step.name);
                 log.line("run", Stream::Hookd, &msg);
                 return StepsEnd::Drained(msg);
             }
             let dir = match &step.dir {
-                Some(d) => checkout.path.join(d),
-                None => checkout.path.clone(),
+                Some(d) => workdir.join(d),
+                None => workdir.to_path_buf(),
             };
-            let mut env = base_env.clone();
+            let mut env = base_env.to_vec();
             env.extend(step.env.iter().cloned());
             let spec = StepSpec {
                 name: step.name.clone(),
@@ -771,7 +1040,7 @@ impl Scheduler {
                 tracing::warn!(error = %e, step = %step.name, "cannot record step end");
             }
             if let Some(took) = took {
-                crate::metrics::step_finished(&pipeline.name, &step.name, status.as_str(), took);
+                crate::metrics::step_finished(pipeline_name, &step.name, status.as_str(), took);
             }
             if let Some(end) = end {
                 return end;
@@ -974,6 +1243,14 @@ pub(crate) fn retry_delay(backoff: Duration, attempt: i64) -> Duration {
     base.mul_f64(0.8 + 0.4 * fastrand::f64())
 }
 
+/// Where a run's steps execute.
+struct WorkDir {
+    path: PathBuf,
+    commit: Option<String>,
+    repo: Option<RepoSpec>,
+    checkout: Option<(Checkout, workspace::WorkspaceMode)>,
+}
+
 struct RunFiles {
     event: PathBuf,
     payload: PathBuf,
@@ -1068,6 +1345,13 @@ fn target_of(pipeline: &Pipeline, run: &RunRecord) -> Result<Target, String> {
             (None, Some(r), _) | (None, None, Some(r)) => Ok(Target::Ref(r.clone())),
             (None, None, None) => Ok(Target::Ref("HEAD".into())),
         },
+        Event::Alert(_) => Ok(Target::Ref(
+            pipeline
+                .repo
+                .git_ref
+                .clone()
+                .unwrap_or_else(|| "HEAD".into()),
+        )),
         Event::Ignored(_) => Err("an ignored event has nothing to run".into()),
     }
 }

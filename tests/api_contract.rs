@@ -42,6 +42,8 @@ fn check(doc: &Value, schema: &Value, instance: &Value, what: &str) {
 }
 
 struct Call {
+    /// `GET` or `POST`.
+    method: &'static str,
     /// Path template as documented, e.g. `/runs/{id}`.
     route: &'static str,
     /// The concrete path and query below /api/v1.
@@ -50,8 +52,16 @@ struct Call {
     expect: u16,
 }
 
+fn post(route: &'static str, path: impl Into<String>, auth: bool, expect: u16) -> Call {
+    Call {
+        method: "POST",
+        ..call(route, path, auth, expect)
+    }
+}
+
 fn call(route: &'static str, path: impl Into<String>, auth: bool, expect: u16) -> Call {
     Call {
+        method: "GET",
         route,
         path: path.into(),
         auth,
@@ -193,6 +203,61 @@ fn every_documented_route_answers_as_documented() {
         call("/pipelines", "/pipelines", true, 200),
         call("/pipelines", "/pipelines", false, 401),
         call("/openapi.json", "/openapi.json", false, 200),
+        post(
+            "/pipelines/{name}/trigger",
+            "/pipelines/manual/trigger",
+            true,
+            202,
+        ),
+        post(
+            "/pipelines/{name}/trigger",
+            "/pipelines/ok/trigger",
+            true,
+            409,
+        ),
+        post(
+            "/pipelines/{name}/trigger",
+            "/pipelines/nope/trigger",
+            true,
+            404,
+        ),
+        post(
+            "/pipelines/{name}/trigger",
+            "/pipelines/manual/trigger",
+            false,
+            401,
+        ),
+        post(
+            "/runs/{id}/cancel",
+            format!("/runs/{run}/cancel"),
+            true,
+            409,
+        ),
+        post("/runs/{id}/cancel", "/runs/999999/cancel", true, 404),
+        post(
+            "/runs/{id}/cancel",
+            format!("/runs/{run}/cancel"),
+            false,
+            401,
+        ),
+        post(
+            "/deliveries/{id}/replay",
+            format!("/deliveries/{delivery}/replay"),
+            true,
+            202,
+        ),
+        post(
+            "/deliveries/{id}/replay",
+            "/deliveries/424242/replay",
+            true,
+            404,
+        ),
+        post(
+            "/deliveries/{id}/replay",
+            format!("/deliveries/{delivery}/replay"),
+            false,
+            401,
+        ),
     ];
 
     let documented: BTreeSet<&str> = doc["paths"]
@@ -208,11 +273,11 @@ fn every_documented_route_answers_as_documented() {
     );
 
     for c in &calls {
-        let what = format!("GET /api/v1{} (auth: {})", c.path, c.auth);
+        let what = format!("{} /api/v1{} (auth: {})", c.method, c.path, c.auth);
         let headers = if c.auth { bearer() } else { Vec::new() };
-        let (status, text) = daemon.request("GET", &format!("/api/v1{}", c.path), &headers, b"");
+        let (status, text) = daemon.request(c.method, &format!("/api/v1{}", c.path), &headers, b"");
         assert_eq!(status, c.expect, "{what}: {text}");
-        let op = &doc["paths"][c.route]["get"];
+        let op = &doc["paths"][c.route][c.method.to_ascii_lowercase()];
         let response = &op["responses"][status.to_string()];
         assert!(
             response.is_object(),
@@ -264,12 +329,28 @@ fn every_documented_route_answers_as_documented() {
         skipped.contains(&"tags-only") && skipped.contains(&"manual"),
         "{d}"
     );
+    // Paging: `total` counts every run, `next_before` continues after the page.
+    let (_, text) = daemon.request("GET", "/api/v1/runs?limit=1000", &bearer(), b"");
+    let all: Value = serde_json::from_str(&text).expect("json");
+    let all_ids: Vec<i64> = all["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .filter_map(|r| r["id"].as_i64())
+        .collect();
+    assert!(
+        all_ids.len() > runs.len(),
+        "trigger and replay queued runs: {all}"
+    );
+    for id in &all_ids {
+        wait(*id);
+    }
     let (_, text) = daemon.request("GET", "/api/v1/runs?limit=1", &bearer(), b"");
     let page: Value = serde_json::from_str(&text).expect("json");
-    assert_eq!(page["total"], 2, "{page}");
+    assert_eq!(page["total"], all_ids.len(), "{page}");
     assert_eq!(
         page["next_before"],
-        runs.iter().max().copied().expect("ids"),
+        all_ids.iter().max().copied().expect("ids"),
         "{page}"
     );
     let (_, text) = daemon.request("GET", "/api/v1/pipelines", &bearer(), b"");

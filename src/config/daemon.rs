@@ -54,6 +54,10 @@ pub enum SourceKind {
     BitbucketServer,
     /// Any other sender: payload fields mapped with JSON pointers, configurable auth.
     Generic,
+    /// Prometheus Alertmanager (webhook payload version 4).
+    Alertmanager,
+    /// Grafana Alerting's webhook contact point.
+    Grafana,
 }
 
 impl SourceKind {
@@ -65,6 +69,8 @@ impl SourceKind {
         ("bitbucket-cloud", SourceKind::BitbucketCloud),
         ("bitbucket-server", SourceKind::BitbucketServer),
         ("generic", SourceKind::Generic),
+        ("alertmanager", SourceKind::Alertmanager),
+        ("grafana", SourceKind::Grafana),
     ];
 
     /// The config spelling.
@@ -94,6 +100,8 @@ impl SourceKind {
                 "bearer_token_file",
                 "basic",
             ],
+            SourceKind::Alertmanager => &["bearer_token_file", "basic"],
+            SourceKind::Grafana => &["secret_file", "secret_env", "bearer_token_file", "basic"],
         }
     }
 }

@@ -7,6 +7,7 @@
 //! column and field. Only validated types leave this module.
 
 mod daemon;
+mod label_matcher;
 mod pattern;
 mod pipeline;
 
@@ -15,10 +16,11 @@ pub use daemon::{
     HmacConfig, PushMapping, Retention, Secret, SignatureEncoding, SourceConfig, SourceKind,
     StoreConfig, TokenPlace, DEFAULT_CONFIG_FILE,
 };
+pub use label_matcher::{LabelMatcher, MatchOp};
 pub use pattern::{Pattern, PatternList};
 pub use pipeline::{
-    load_pipelines, parse_pipeline, OnNewEvent, Pipeline, PushTrigger, Repo, Retry, Step,
-    StepCommand, Trigger, WorkspaceMode,
+    load_pipelines, parse_pipeline, AlertStatusFilter, AlertTrigger, OnNewEvent, Pipeline,
+    PushTrigger, Remediation, Repo, Retry, Step, StepCommand, Trigger, WorkspaceMode,
 };
 
 use std::fmt;

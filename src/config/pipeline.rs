@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
 
+use super::label_matcher::LabelMatcher;
 use super::{
     is_env_name, is_safe_name, parse_yaml, resolve_path, ConfigError, ConfigErrors, DaemonConfig,
     Errors, Pattern, PatternList,
@@ -37,6 +38,29 @@ pub struct Pipeline {
     pub retry: Retry,
     /// Let a push of an older commit than the last applied one run.
     pub allow_rollback: bool,
+    /// Guard rails of alert-triggered runs.
+    pub remediation: Option<Remediation>,
+    /// Escalation steps: run when a run failed, timed out, was suppressed or
+    /// proved ineffective, as part of that run.
+    pub on_failure: Vec<Step>,
+}
+
+/// `remediation:` — guard rails for alert-triggered runs, per pipeline and
+/// alert fingerprint. Repeats of one firing episode (same fingerprint and
+/// `startsAt`) never run twice, whatever is set here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Remediation {
+    /// No new run for the same fingerprint within this time of the last one.
+    pub cooldown: Option<Duration>,
+    /// At most this many runs of the pipeline per `window`; past it a
+    /// `suppressed` run is recorded and the escalation runs once per window.
+    pub max_runs: Option<u32>,
+    /// The sliding window of `max_runs` (default 1h).
+    pub window: Duration,
+    /// A resolved notification cancels a running remediation of the alert.
+    pub cancel_on_resolved: bool,
+    /// A finished remediation is effective only if the alert resolves within this.
+    pub verify_resolved_within: Option<Duration>,
 }
 
 /// `concurrency.on_new_event`.
@@ -73,6 +97,30 @@ pub enum Trigger {
     Push(Box<PushTrigger>),
     /// `manual: {}`: `hookd trigger` and the API may start it.
     Manual,
+    /// `alert:` with its matchers.
+    Alert(AlertTrigger),
+}
+
+/// Which alert notifications start the pipeline.
+#[derive(Debug, Clone)]
+pub struct AlertTrigger {
+    /// Source names; `None`: any source.
+    pub sources: Option<Vec<String>>,
+    /// Every matcher must hold on the alert's labels.
+    pub matchers: Vec<LabelMatcher>,
+    /// Which status starts it.
+    pub status: AlertStatusFilter,
+}
+
+/// `alert.status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertStatusFilter {
+    /// Firing alerts only (the default).
+    Firing,
+    /// Resolved alerts only.
+    Resolved,
+    /// Both.
+    Any,
 }
 
 /// Filters of a push trigger; `None` means "not filtered on this".
@@ -180,6 +228,28 @@ struct RawPipeline {
     concurrency: Option<RawConcurrency>,
     retry: Option<RawRetry>,
     allow_rollback: Option<bool>,
+    remediation: Option<RawRemediation>,
+    #[serde(default)]
+    on_failure: Vec<Spanned<RawStep>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRemediation {
+    cooldown: Option<Spanned<String>>,
+    max_runs: Option<Spanned<u32>>,
+    window: Option<Spanned<String>>,
+    cancel_on_resolved: Option<bool>,
+    verify_resolved_within: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAlert {
+    sources: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    matchers: Vec<Spanned<String>>,
+    status: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -201,6 +271,7 @@ struct RawRetry {
 enum RawTrigger {
     Push(RawPush),
     Manual(RawManual),
+    Alert(RawAlert),
 }
 
 #[derive(Debug, Deserialize)]
@@ -369,15 +440,21 @@ fn validate(
                     triggers.push(Trigger::Push(Box::new(t)));
                 }
             }
+            RawTrigger::Alert(a) => {
+                if let Some(t) = validate_alert(&mut errs, i, a, daemon) {
+                    triggers.push(Trigger::Alert(t));
+                }
+            }
         }
     }
 
     let repo = validate_repo(&mut errs, base, raw.repo);
+    let has_push = triggers.iter().any(|t| matches!(t, Trigger::Push(_)));
     if let Some(i) = triggers.iter().position(|t| matches!(t, Trigger::Manual)) {
-        if repo.url.is_none() {
+        if repo.url.is_none() && has_push {
             errs.at(
                 raw_on_at,
-                format!("on[{i}].manual: a manual run has no webhook to take a clone URL from; set repo.url"),
+                format!("on[{i}].manual: push runs check out the webhook's clone URL, but a manual run has none; set repo.url"),
             );
         }
     }
@@ -409,6 +486,19 @@ fn validate(
         .and_then(|t| errs.duration("timeout", t));
     let (group, on_new_event) = validate_concurrency(&mut errs, &name, raw.concurrency);
     let retry = validate_retry(&mut errs, raw.retry);
+    let has_alert = triggers.iter().any(|t| matches!(t, Trigger::Alert(_)));
+    let remediation = raw
+        .remediation
+        .map(|r| validate_remediation(&mut errs, raw_on_at, has_alert, r));
+    let mut on_failure = Vec::new();
+    for (i, s) in raw.on_failure.into_iter().enumerate() {
+        if let Some(mut step) = validate_step(&mut errs, i, s.value) {
+            if step.name.starts_with("step-") {
+                step.name = format!("on-failure-{}", i + 1);
+            }
+            on_failure.push(step);
+        }
+    }
 
     if !errs.is_empty() {
         return Err(errs.into_vec());
@@ -419,6 +509,8 @@ fn validate(
             on_new_event,
             retry,
             allow_rollback: raw.allow_rollback.unwrap_or(false),
+            remediation,
+            on_failure,
             name,
             file: file.to_path_buf(),
             triggers,
@@ -472,6 +564,95 @@ fn validate_concurrency(
         }
     };
     (group, policy)
+}
+
+fn validate_alert(
+    errs: &mut Errors,
+    i: usize,
+    a: RawAlert,
+    daemon: &DaemonConfig,
+) -> Option<AlertTrigger> {
+    let field = format!("on[{i}].alert");
+    let before = errs.is_empty();
+    let sources = a.sources.as_ref().map(|list| {
+        for (j, s) in list.iter().enumerate() {
+            if !daemon.sources.contains_key(&s.value) {
+                let known: Vec<&str> = daemon.sources.keys().map(String::as_str).collect();
+                errs.at(
+                    s.referenced,
+                    format!(
+                        "{field}.sources[{j}]: unknown source {:?} (configured: {})",
+                        s.value,
+                        known.join(", ")
+                    ),
+                );
+            }
+        }
+        list.iter().map(|s| s.value.clone()).collect()
+    });
+    let mut matchers = Vec::new();
+    for (j, m) in a.matchers.iter().enumerate() {
+        match LabelMatcher::parse(&m.value) {
+            Ok(m) => matchers.push(m),
+            Err(e) => errs.at(m.referenced, format!("{field}.matchers[{j}]: {e}")),
+        }
+    }
+    let status = match a.status.as_ref().map(|s| (s.value.as_str(), s.referenced)) {
+        None | Some(("firing", _)) => AlertStatusFilter::Firing,
+        Some(("resolved", _)) => AlertStatusFilter::Resolved,
+        Some(("any", _)) => AlertStatusFilter::Any,
+        Some((other, at)) => {
+            errs.at(
+                at,
+                format!("{field}.status: {other:?} is not one of firing, resolved, any"),
+            );
+            AlertStatusFilter::Firing
+        }
+    };
+    (before == errs.is_empty() || !before).then_some(AlertTrigger {
+        sources,
+        matchers,
+        status,
+    })
+}
+
+fn validate_remediation(
+    errs: &mut Errors,
+    on_at: Location,
+    has_alert: bool,
+    r: RawRemediation,
+) -> Remediation {
+    if !has_alert {
+        errs.at(
+            on_at,
+            "remediation: applies to alert-triggered runs; add an `alert:` trigger",
+        );
+    }
+    let max_runs = match r.max_runs {
+        Some(m) if m.value == 0 => {
+            errs.at(m.referenced, "remediation.max_runs: must be at least 1");
+            None
+        }
+        Some(m) => Some(m.value),
+        None => None,
+    };
+    Remediation {
+        cooldown: r
+            .cooldown
+            .as_ref()
+            .and_then(|c| errs.duration("remediation.cooldown", c)),
+        max_runs,
+        window: r
+            .window
+            .as_ref()
+            .and_then(|w| errs.duration("remediation.window", w))
+            .unwrap_or(Duration::from_secs(3600)),
+        cancel_on_resolved: r.cancel_on_resolved.unwrap_or(false),
+        verify_resolved_within: r
+            .verify_resolved_within
+            .as_ref()
+            .and_then(|v| errs.duration("remediation.verify_resolved_within", v)),
+    }
 }
 
 fn validate_retry(errs: &mut Errors, raw: Option<RawRetry>) -> Retry {
@@ -870,8 +1051,24 @@ retry: { attempts: 2, backoff: 30s }
             ),
             ("on: []\nsteps: [{run: x}]\n", "pipelines/infra.yaml:1:5: on: at least one trigger"),
             (
-                "on: [{manual: {}}]\nsteps: [{run: x}]\n",
-                "pipelines/infra.yaml:1:5: on[0].manual: a manual run has no webhook to take a clone URL from; set repo.url",
+                "on: [{manual: {}}, {push: {}}]\nsteps: [{run: x}]\n",
+                "pipelines/infra.yaml:1:5: on[0].manual: push runs check out the webhook's clone URL, but a manual run has none; set repo.url",
+            ),
+            (
+                "on: [{alert: {matchers: ['severity=~\"(\"']}}]\nsteps: [{run: x}]\n",
+                "on[0].alert.matchers[0]: invalid regex",
+            ),
+            (
+                "on: [{alert: {status: sometimes}}]\nsteps: [{run: x}]\n",
+                "on[0].alert.status: \"sometimes\" is not one of firing, resolved, any",
+            ),
+            (
+                "on: [{push: {}}]\nremediation: {cooldown: 10m}\nsteps: [{run: x}]\n",
+                "pipelines/infra.yaml:1:5: remediation: applies to alert-triggered runs",
+            ),
+            (
+                "on: [{alert: {}}]\nremediation: {max_runs: 0}\nsteps: [{run: x}]\n",
+                "remediation.max_runs: must be at least 1",
             ),
             (
                 "on: [{push: {}}]\nconcurrency: {on_new_event: replace}\nsteps: [{run: x}]\n",

@@ -99,6 +99,13 @@ pub(crate) fn run_json(run: &RunRecord) -> Value {
         "retry_of": run.retry_of,
         "superseded_by": run.superseded_by,
         "not_before": time(run.not_before),
+        "alert_fingerprint": run.alert_fingerprint,
+        "effective": run.effective,
+        "verify_until": time(run.verify_until),
+        "escalation": run.escalation_status.as_ref().map(|status| json!({
+            "status": status,
+            "reason": run.escalation_reason,
+        })),
         "created_at": time(Some(run.created_at)),
         "started_at": time(run.started_at),
         "finished_at": time(run.finished_at),
@@ -438,6 +445,7 @@ async fn replay_delivery(
             )
         })
         .collect();
+    let alert_updates = shared.alert_updates(&parsed.events);
     let delivery = NewDelivery {
         source: original.source.clone(),
         event_type: parsed.event_type.clone(),
@@ -449,6 +457,7 @@ async fn replay_delivery(
         skipped: outcome.skipped,
         runs,
         replay_of: Some(id),
+        alert_updates,
     };
     match shared.store.record_delivery(delivery).await {
         Ok(recorded) => {

@@ -165,6 +165,7 @@ pub(super) async fn receive(
         .collect();
     // A GET's payload is its query string: the source says what to keep.
     let body = parsed.stored_body.take().unwrap_or(body);
+    let alert_updates = shared.alert_updates(&parsed.events);
     let delivery = NewDelivery {
         source: source_name.clone(),
         event_type: parsed.event_type.clone(),
@@ -176,6 +177,7 @@ pub(super) async fn receive(
         skipped: outcome.skipped,
         runs,
         replay_of: None,
+        alert_updates,
     };
     let recorded = match shared.store.record_delivery(delivery).await {
         Ok(r) => r,

@@ -110,11 +110,29 @@ pub(crate) fn trigger_summary(trigger: &Trigger) -> String {
             if let Some(t) = &p.tags {
                 parts.push(format!("tags {}", t.describe()));
             }
+            if let Some(t) = &p.paths {
+                parts.push(format!("paths {}", t.describe()));
+            }
+            if let Some(t) = &p.paths_ignore {
+                parts.push(format!("paths_ignore {}", t.describe()));
+            }
             if parts.is_empty() {
                 "push: any".to_string()
             } else {
                 format!("push: {}", parts.join(", "))
             }
+        }
+        Trigger::Alert(a) => {
+            let mut parts = Vec::new();
+            if let Some(s) = &a.sources {
+                parts.push(format!("sources [{}]", s.join(", ")));
+            }
+            if !a.matchers.is_empty() {
+                let m: Vec<String> = a.matchers.iter().map(ToString::to_string).collect();
+                parts.push(format!("matchers [{}]", m.join(", ")));
+            }
+            parts.push(format!("status {:?}", a.status).to_lowercase());
+            format!("alert: {}", parts.join(", "))
         }
     }
 }

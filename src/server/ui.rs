@@ -606,6 +606,12 @@ fn describe_event(e: &Event) -> String {
                 .unwrap_or_default();
             format!("push to {} {} {range}{by}", p.repository, p.git_ref)
         }
+        Event::Alert(a) => format!(
+            "alert {} {} (fingerprint {})",
+            a.name,
+            a.status.as_str(),
+            a.fingerprint
+        ),
         Event::Manual(m) => format!(
             "manual run{}",
             m.requested_by

@@ -8,6 +8,7 @@
 //! Adding a kind: one new file implementing [`Source`], one variant in
 //! [`crate::config::SourceKind`], one arm in [`build`].
 
+mod alertmanager;
 mod auth;
 mod bitbucket_cloud;
 mod bitbucket_server;
@@ -15,7 +16,9 @@ mod generic;
 mod gitea;
 mod github;
 mod gitlab;
+mod grafana;
 
+pub use alertmanager::AlertmanagerSource;
 pub use auth::{
     hmac_digest, hmac_sha256_hex, standard_webhooks_key, verify_hmac, verify_hmac_sha256_hex,
     MAX_TIMESTAMP_SKEW_SECS,
@@ -26,6 +29,7 @@ pub use generic::GenericSource;
 pub use gitea::GiteaSource;
 pub use github::GithubSource;
 pub use gitlab::GitlabSource;
+pub use grafana::GrafanaSource;
 
 use std::borrow::Cow;
 
@@ -207,6 +211,8 @@ pub fn build(config: &SourceConfig) -> Box<dyn Source> {
         SourceKind::BitbucketCloud => Box::new(BitbucketCloudSource::new(config)),
         SourceKind::BitbucketServer => Box::new(BitbucketServerSource::new(config)),
         SourceKind::Generic => Box::new(GenericSource::new(config)),
+        SourceKind::Alertmanager => Box::new(AlertmanagerSource::new(config)),
+        SourceKind::Grafana => Box::new(GrafanaSource::new(config)),
     }
 }
 

@@ -213,6 +213,17 @@ impl RunOrigin {
     }
 }
 
+/// What follows a run's end, decided by the scheduler from the pipeline.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AfterRun {
+    /// Queue a retry.
+    pub retry: Option<RetryPlan>,
+    /// Mark the escalation pending, with this reason.
+    pub escalate: Option<String>,
+    /// Open a `verify_resolved_within` window of this many ms.
+    pub verify_within_ms: Option<i64>,
+}
+
 /// A retry to queue when a run ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPlan {
@@ -243,6 +254,42 @@ pub struct NewRun {
     /// Supersede the queued runs of its concurrency group (`on_new_event:
     /// supersede` or `cancel`).
     pub supersede: bool,
+    /// For alert runs: the remediation guard rails to apply before queueing.
+    pub alert: Option<AlertGate>,
+}
+
+/// Remediation guard rails, decided in the transaction that would queue the
+/// run (so concurrent notifications of one alert cannot both pass).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertGate {
+    /// The alert's fingerprint.
+    pub fingerprint: String,
+    /// Its firing episode (`startsAt`).
+    pub starts_at: Option<String>,
+    /// `firing` or `resolved`.
+    pub status: String,
+    /// No new run for the fingerprint within this many ms of the last one.
+    pub cooldown_ms: Option<i64>,
+    /// At most this many runs of the pipeline per window.
+    pub max_runs: Option<u32>,
+    /// The window, ms.
+    pub window_ms: i64,
+    /// The pipeline has `on_failure` steps: a suppression escalates (once per window).
+    pub escalate: bool,
+}
+
+/// What an alert notification changes in the remediation state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertUpdate {
+    /// The alert's fingerprint.
+    pub fingerprint: String,
+    /// `firing` or `resolved`.
+    pub status: String,
+    /// Its firing episode.
+    pub starts_at: Option<String>,
+    /// Pipelines with `cancel_on_resolved`: their queued runs for the
+    /// fingerprint are cancelled and their running ones returned to be stopped.
+    pub cancel_pipelines: Vec<String>,
 }
 
 /// An authenticated request to store, with the runs it starts.
@@ -268,6 +315,8 @@ pub struct NewDelivery {
     pub runs: Vec<NewRun>,
     /// The delivery this one replays.
     pub replay_of: Option<i64>,
+    /// Alert state changes carried by the delivery, applied in the same transaction.
+    pub alert_updates: Vec<AlertUpdate>,
 }
 
 /// A run's id and pipeline, as the 202 body lists them.
@@ -292,6 +341,10 @@ pub struct Recorded {
     pub duplicate: bool,
     /// Queued runs that the new runs superseded.
     pub superseded: Vec<i64>,
+    /// Runs recorded as `suppressed` by a guard rail (listed in `runs` too).
+    pub suppressed: Vec<i64>,
+    /// Running remediations a resolved alert must stop (`cancel_on_resolved`).
+    pub cancel_running: Vec<i64>,
 }
 
 /// A stored step.
@@ -342,6 +395,16 @@ pub struct RunRecord {
     pub superseded_by: Option<i64>,
     /// A retry's earliest start (Unix ms).
     pub not_before: Option<i64>,
+    /// The alert it remediates.
+    pub alert_fingerprint: Option<String>,
+    /// `verify_resolved_within`: the verdict (`None` while pending or not verified).
+    pub effective: Option<bool>,
+    /// When the verification window closes (Unix ms).
+    pub verify_until: Option<i64>,
+    /// Why the escalation (`on_failure`) runs or ran.
+    pub escalation_reason: Option<String>,
+    /// `pending`, `running`, `succeeded`, `failed`.
+    pub escalation_status: Option<String>,
     /// Unix ms.
     pub created_at: i64,
     /// Unix ms.
@@ -471,18 +534,34 @@ pub trait Store: Send + Sync {
         exit_code: Option<i32>,
         now: i64,
     ) -> Result<(), StoreError>;
+    /// Closes the verification windows that passed without the alert
+    /// resolving: those runs become `effective: false`; returns them.
+    async fn due_verifications(&self, now: i64) -> Result<Vec<(i64, String)>, StoreError>;
+    /// Runs whose escalation is pending: `(run id, pipeline)`.
+    async fn pending_escalations(&self) -> Result<Vec<(i64, String)>, StoreError>;
+    /// Sets a run's escalation reason and status (`pending`, `running`, `succeeded`, `failed`).
+    async fn set_escalation(
+        &self,
+        id: i64,
+        reason: &str,
+        status: &str,
+        now: i64,
+    ) -> Result<(), StoreError>;
     /// Records a running step's process group.
     async fn set_step_pgid(&self, run: i64, idx: usize, pgid: i32) -> Result<(), StoreError>;
     /// A run ended (also closes any still-running step with the matching
-    /// status); with a plan, its retry is queued in the same transaction.
-    /// Returns the retry's id.
+    /// status); in the same transaction: its retry is queued per `then.retry`,
+    /// its escalation marked pending per `then.escalate`, and the
+    /// verification window of a successful remediation opened per
+    /// `then.verify_within_ms` (or closed at once, effective, when the alert
+    /// already resolved after the run started). Returns the retry's id.
     async fn finish_run(
         &self,
         id: i64,
         status: RunStatus,
         reason: Option<&str>,
         now: i64,
-        retry: Option<RetryPlan>,
+        then: AfterRun,
     ) -> Result<Option<i64>, StoreError>;
     /// `queued` → `cancelled`; false when the run was not queued.
     async fn cancel_queued(&self, id: i64, reason: &str, now: i64) -> Result<bool, StoreError>;

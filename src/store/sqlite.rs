@@ -18,9 +18,9 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
 use tokio::sync::oneshot;
 
 use super::{
-    DeliveryFilter, DeliveryRecord, NewDelivery, NewRun, Pruned, QueuedRun, Recorded, Recovered,
-    RetryPlan, RetryPolicy, RunFilter, RunOrigin, RunRecord, RunRef, RunStatus, StepRecord,
-    StepStatus, Store, StoreError,
+    AfterRun, AlertGate, AlertUpdate, DeliveryFilter, DeliveryRecord, NewDelivery, NewRun, Pruned,
+    QueuedRun, Recorded, Recovered, RetryPlan, RetryPolicy, RunFilter, RunOrigin, RunRecord,
+    RunRef, RunStatus, StepRecord, StepStatus, Store, StoreError,
 };
 use crate::matcher::Skip;
 
@@ -28,6 +28,7 @@ use crate::matcher::Skip;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_scheduling.sql"),
+    include_str!("migrations/0003_remediation.sql"),
 ];
 
 /// Most jobs one transaction takes.
@@ -322,7 +323,7 @@ fn runs_of_delivery(conn: &Connection, delivery: i64) -> Result<Vec<RunRef>, Sto
         .map_err(StoreError::sqlite("read runs of delivery"))
 }
 
-const RUN_COLUMNS: &str = "id, delivery_id, pipeline, concurrency_group, trigger, status, reason, event, git_ref, commit_sha, attempt, created_at, started_at, finished_at, origin, retry_of, superseded_by, not_before";
+const RUN_COLUMNS: &str = "id, delivery_id, pipeline, concurrency_group, trigger, status, reason, event, git_ref, commit_sha, attempt, created_at, started_at, finished_at, origin, retry_of, superseded_by, not_before, alert_fingerprint, effective, verify_until, escalation_reason, escalation_status";
 
 fn run_from_row(r: &rusqlite::Row) -> rusqlite::Result<(RunRecord, String, String)> {
     let id: i64 = r.get(0)?;
@@ -348,6 +349,11 @@ fn run_from_row(r: &rusqlite::Row) -> rusqlite::Result<(RunRecord, String, Strin
             retry_of: r.get(15)?,
             superseded_by: r.get(16)?,
             not_before: r.get(17)?,
+            alert_fingerprint: r.get(18)?,
+            effective: r.get::<_, Option<i64>>(19)?.map(|e| e != 0),
+            verify_until: r.get(20)?,
+            escalation_reason: r.get(21)?,
+            escalation_status: r.get(22)?,
             created_at: r.get(11)?,
             started_at: r.get(12)?,
             finished_at: r.get(13)?,
@@ -369,17 +375,128 @@ fn finish_run_row(raw: (RunRecord, String, String)) -> Result<RunRecord, StoreEr
     Ok(run)
 }
 
-/// Inserts a queued run; with `supersede`, older queued runs of its group
-/// become `superseded` pointing at it. Returns its id and theirs.
+/// What queueing a run did.
+enum Queued {
+    /// Queued, superseding these older runs.
+    Run(i64, Vec<i64>),
+    /// Recorded as `suppressed` by `max_runs` (terminal; maybe escalating).
+    Suppressed(i64),
+    /// Not recorded: a repeat of a remediated episode, or within the cooldown.
+    Skipped(String),
+}
+
+/// Applies the remediation guard rails of `gate` for `pipeline`.
+fn check_gate(
+    txn: &Transaction,
+    pipeline: &str,
+    gate: &AlertGate,
+    now: i64,
+) -> Result<Option<(RunStatus, String, bool)>, StoreError> {
+    let fp = &gate.fingerprint;
+    let episode: Option<i64> = txn
+        .query_row(
+            "SELECT id FROM runs WHERE pipeline = ?1 AND alert_fingerprint = ?2
+               AND alert_starts_at IS ?3 AND alert_status = ?4 LIMIT 1",
+            params![pipeline, fp, gate.starts_at, gate.status],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(StoreError::sqlite("look up the alert's episode"))?;
+    if let Some(run) = episode {
+        return Ok(Some((
+            RunStatus::Skipped,
+            format!(
+                "alert {fp} ({}): this episode was already handled by run {run}",
+                gate.status
+            ),
+            false,
+        )));
+    }
+    if let Some(cooldown) = gate.cooldown_ms {
+        let last: Option<(i64, i64)> = txn
+            .query_row(
+                "SELECT id, created_at FROM runs WHERE pipeline = ?1 AND alert_fingerprint = ?2
+                   AND status != 'suppressed' ORDER BY id DESC LIMIT 1",
+                params![pipeline, fp],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(StoreError::sqlite("look up the alert's last run"))?;
+        if let Some((run, at)) = last.filter(|(_, at)| now - at < cooldown) {
+            return Ok(Some((
+                RunStatus::Skipped,
+                format!(
+                    "cooldown: run {run} for alert {fp} started {}s ago (cooldown {}s)",
+                    (now - at) / 1000,
+                    cooldown / 1000
+                ),
+                false,
+            )));
+        }
+    }
+    if let Some(max) = gate.max_runs {
+        let since = now - gate.window_ms;
+        let count: i64 = txn
+            .query_row(
+                "SELECT count(*) FROM runs WHERE pipeline = ?1 AND alert_fingerprint IS NOT NULL
+                   AND status != 'suppressed' AND created_at > ?2",
+                params![pipeline, since],
+                |r| r.get(0),
+            )
+            .map_err(StoreError::sqlite(
+                "count the pipeline's recent remediations",
+            ))?;
+        if count >= i64::from(max) {
+            let escalated: bool = txn
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM runs WHERE pipeline = ?1 AND status = 'suppressed'
+                       AND escalation_status IS NOT NULL AND created_at > ?2)",
+                    params![pipeline, since],
+                    |r| r.get(0),
+                )
+                .map_err(StoreError::sqlite("look up the window's escalation"))?;
+            return Ok(Some((
+                RunStatus::Suppressed,
+                format!(
+                    "max_runs: {count} remediations of this pipeline in the last {}s (limit {max}){}",
+                    gate.window_ms / 1000,
+                    if escalated || !gate.escalate { "" } else { "; escalating" }
+                ),
+                gate.escalate && !escalated,
+            )));
+        }
+    }
+    Ok(None)
+}
+
+/// Queues a run, after the guard rails of an alert run; with `supersede`,
+/// older queued runs of its group become `superseded` pointing at it.
 fn insert_run(
     txn: &Transaction,
     delivery: Option<i64>,
     run: &NewRun,
     now: i64,
-) -> Result<(i64, Vec<i64>), StoreError> {
+) -> Result<Queued, StoreError> {
+    let mut status = RunStatus::Queued;
+    let mut reason: Option<String> = None;
+    let mut escalate = false;
+    if let Some(gate) = &run.alert {
+        match check_gate(txn, &run.pipeline, gate, now)? {
+            Some((RunStatus::Skipped, why, _)) => return Ok(Queued::Skipped(why)),
+            Some((st, why, esc)) => {
+                status = st;
+                reason = Some(why);
+                escalate = esc;
+            }
+            None => {}
+        }
+    }
+    let terminal = status != RunStatus::Queued;
     txn.prepare_cached(
-        "INSERT INTO runs (delivery_id, pipeline, concurrency_group, trigger, status, event, git_ref, commit_sha, created_at, origin)
-         VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO runs (delivery_id, pipeline, concurrency_group, trigger, status, event, git_ref, commit_sha,
+                           created_at, origin, alert_fingerprint, alert_starts_at, alert_status, reason,
+                           finished_at, escalation_reason, escalation_status)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -387,21 +504,87 @@ fn insert_run(
             run.pipeline,
             run.concurrency_group,
             run.trigger,
+            status.as_str(),
             to_json(&run.event),
             run.git_ref,
             run.commit,
             now,
             run.origin.as_str(),
+            run.alert.as_ref().map(|g| &g.fingerprint),
+            run.alert.as_ref().and_then(|g| g.starts_at.as_ref()),
+            run.alert.as_ref().map(|g| &g.status),
+            reason,
+            terminal.then_some(now),
+            escalate.then_some(reason.as_deref()).flatten(),
+            escalate.then_some("pending"),
         ])
     })
     .map_err(StoreError::sqlite(format!("queue run of pipeline {}", run.pipeline)))?;
     let id = txn.last_insert_rowid();
+    if terminal {
+        return Ok(Queued::Suppressed(id));
+    }
     let superseded = if run.supersede {
         supersede_queued(txn, &run.concurrency_group, id, now)?
     } else {
         Vec::new()
     };
-    Ok((id, superseded))
+    Ok(Queued::Run(id, superseded))
+}
+
+/// Records an alert's new state; for a resolved alert, closes pending
+/// verifications as effective and cancels queued remediations of the
+/// `cancel_on_resolved` pipelines. Returns their running runs, to be stopped.
+fn apply_alert_update(
+    txn: &Transaction,
+    u: &AlertUpdate,
+    now: i64,
+) -> Result<Vec<i64>, StoreError> {
+    let resolved = u.status == "resolved";
+    txn.execute(
+        "INSERT INTO alerts (fingerprint, status, starts_at, updated_at, resolved_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (fingerprint) DO UPDATE SET status = ?2, starts_at = ?3, updated_at = ?4,
+             resolved_at = COALESCE(?5, resolved_at)",
+        params![
+            u.fingerprint,
+            u.status,
+            u.starts_at,
+            now,
+            resolved.then_some(now)
+        ],
+    )
+    .map_err(StoreError::sqlite(format!(
+        "record the state of alert {}",
+        u.fingerprint
+    )))?;
+    if !resolved {
+        return Ok(Vec::new());
+    }
+    txn.execute(
+        "UPDATE runs SET effective = 1
+         WHERE alert_fingerprint = ?1 AND effective IS NULL AND verify_until IS NOT NULL AND verify_until >= ?2",
+        params![u.fingerprint, now],
+    )
+    .map_err(StoreError::sqlite("close verifications"))?;
+    let mut running = Vec::new();
+    for pipeline in &u.cancel_pipelines {
+        txn.execute(
+            "UPDATE runs SET status = 'cancelled', finished_at = ?3,
+                    reason = 'resolved: the alert resolved before the remediation started'
+             WHERE pipeline = ?1 AND alert_fingerprint = ?2 AND status = 'queued'",
+            params![pipeline, u.fingerprint, now],
+        )
+        .map_err(StoreError::sqlite("cancel queued remediations"))?;
+        let mut ids: Vec<i64> = txn
+            .prepare_cached(
+                "SELECT id FROM runs WHERE pipeline = ?1 AND alert_fingerprint = ?2 AND status = 'running'",
+            )
+            .and_then(|mut st| st.query_map(params![pipeline, u.fingerprint], |r| r.get(0))?.collect())
+            .map_err(StoreError::sqlite("find running remediations"))?;
+        running.append(&mut ids);
+    }
+    Ok(running)
 }
 
 fn supersede_queued(
@@ -499,6 +682,8 @@ impl Store for SqliteStore {
                         skipped: decode::<Vec<Skip>>("delivery skipped", id, &skipped)?,
                         duplicate: true,
                         superseded: Vec::new(),
+                        suppressed: Vec::new(),
+                        cancel_running: Vec::new(),
                     });
                 }
             }
@@ -521,22 +706,53 @@ impl Store for SqliteStore {
             })
             .map_err(StoreError::sqlite(format!("insert delivery from source {}", d.source)))?;
             let delivery = txn.last_insert_rowid();
+            let mut cancel_running = Vec::new();
+            for u in &d.alert_updates {
+                cancel_running.append(&mut apply_alert_update(txn, u, d.received_at)?);
+            }
             let mut runs = Vec::with_capacity(d.runs.len());
             let mut superseded = Vec::new();
+            let mut suppressed = Vec::new();
+            let skipped_len = d.skipped.len();
+            let mut skipped = d.skipped;
             for run in &d.runs {
-                let (id, mut older) = insert_run(txn, Some(delivery), run, d.received_at)?;
-                superseded.append(&mut older);
+                let id = match insert_run(txn, Some(delivery), run, d.received_at)? {
+                    Queued::Run(id, mut older) => {
+                        superseded.append(&mut older);
+                        id
+                    }
+                    Queued::Suppressed(id) => {
+                        suppressed.push(id);
+                        id
+                    }
+                    Queued::Skipped(reason) => {
+                        skipped.push(Skip {
+                            pipeline: run.pipeline.clone(),
+                            reason,
+                        });
+                        continue;
+                    }
+                };
                 runs.push(RunRef {
                     id,
                     pipeline: run.pipeline.clone(),
                 });
             }
+            if skipped.len() > skipped_len {
+                txn.execute(
+                    "UPDATE deliveries SET skipped = ?2 WHERE id = ?1",
+                    params![delivery, to_json(&skipped)],
+                )
+                .map_err(StoreError::sqlite("record guard-rail skips"))?;
+            }
             Ok(Recorded {
                 delivery,
                 runs,
-                skipped: d.skipped,
+                skipped,
                 duplicate: false,
                 superseded,
+                suppressed,
+                cancel_running,
             })
         })
         .await
@@ -575,7 +791,24 @@ impl Store for SqliteStore {
 
     async fn queue_run(&self, run: NewRun, now: i64) -> Result<Recorded, StoreError> {
         self.write(move |txn| {
-            let (id, superseded) = insert_run(txn, None, &run, now)?;
+            let (id, superseded) = match insert_run(txn, None, &run, now)? {
+                Queued::Run(id, superseded) => (id, superseded),
+                Queued::Suppressed(id) => (id, Vec::new()),
+                Queued::Skipped(reason) => {
+                    return Ok(Recorded {
+                        delivery: 0,
+                        runs: Vec::new(),
+                        skipped: vec![Skip {
+                            pipeline: run.pipeline.clone(),
+                            reason,
+                        }],
+                        duplicate: false,
+                        superseded: Vec::new(),
+                        suppressed: Vec::new(),
+                        cancel_running: Vec::new(),
+                    })
+                }
+            };
             Ok(Recorded {
                 delivery: 0,
                 runs: vec![RunRef {
@@ -585,6 +818,8 @@ impl Store for SqliteStore {
                 skipped: Vec::new(),
                 duplicate: false,
                 superseded,
+                suppressed: Vec::new(),
+                cancel_running: Vec::new(),
             })
         })
         .await
@@ -704,7 +939,7 @@ impl Store for SqliteStore {
         status: RunStatus,
         reason: Option<&str>,
         now: i64,
-        retry: Option<RetryPlan>,
+        then: AfterRun,
     ) -> Result<Option<i64>, StoreError> {
         let reason = reason.map(str::to_string);
         self.write(move |txn| {
@@ -714,10 +949,85 @@ impl Store for SqliteStore {
                 params![id, status.as_str(), reason, now],
             )
             .map_err(StoreError::sqlite(format!("finish run {id}")))?;
-            match retry {
+            if let Some(why) = &then.escalate {
+                txn.execute(
+                    "UPDATE runs SET escalation_reason = ?2, escalation_status = 'pending' WHERE id = ?1",
+                    params![id, why],
+                )
+                .map_err(StoreError::sqlite(format!("mark the escalation of run {id}")))?;
+            }
+            if let Some(within) = then.verify_within_ms {
+                // Resolved since the remediation started: effective at once.
+                let resolved_meanwhile: bool = txn
+                    .query_row(
+                        "SELECT EXISTS (SELECT 1 FROM runs r JOIN alerts a ON a.fingerprint = r.alert_fingerprint
+                           WHERE r.id = ?1 AND a.status = 'resolved' AND a.resolved_at >= r.started_at)",
+                        [id],
+                        |r| r.get(0),
+                    )
+                    .map_err(StoreError::sqlite("look up the alert's state"))?;
+                txn.execute(
+                    "UPDATE runs SET verify_until = ?2, effective = ?3 WHERE id = ?1",
+                    params![id, now + within, resolved_meanwhile.then_some(1)],
+                )
+                .map_err(StoreError::sqlite(format!("open the verification of run {id}")))?;
+            }
+            match then.retry {
                 Some(plan) => insert_retry(txn, id, plan, now),
                 None => Ok(None),
             }
+        })
+        .await
+    }
+
+    async fn due_verifications(&self, now: i64) -> Result<Vec<(i64, String)>, StoreError> {
+        self.write(move |txn| {
+            let mut stmt = txn
+                .prepare_cached(
+                    "UPDATE runs SET effective = 0
+                     WHERE effective IS NULL AND verify_until IS NOT NULL AND verify_until < ?1
+                     RETURNING id, pipeline",
+                )
+                .map_err(StoreError::sqlite("prepare verification check"))?;
+            let rows = stmt
+                .query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))
+                .and_then(|rows| rows.collect::<Result<Vec<(i64, String)>, _>>())
+                .map_err(StoreError::sqlite("close due verifications"))?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn pending_escalations(&self) -> Result<Vec<(i64, String)>, StoreError> {
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT id, pipeline FROM runs WHERE escalation_status = 'pending' ORDER BY id",
+            )
+            .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+            .map_err(StoreError::sqlite("list pending escalations"))
+        })
+        .await
+    }
+
+    async fn set_escalation(
+        &self,
+        id: i64,
+        reason: &str,
+        status: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let (reason, status) = (reason.to_string(), status.to_string());
+        self.write(move |txn| {
+            txn.execute(
+                "UPDATE runs SET escalation_reason = ?2, escalation_status = ?3,
+                        escalated_at = CASE WHEN ?3 = 'running' THEN ?4 ELSE escalated_at END
+                 WHERE id = ?1",
+                params![id, reason, status, now],
+            )
+            .map_err(StoreError::sqlite(format!(
+                "record the escalation of run {id}"
+            )))?;
+            Ok(())
         })
         .await
     }
@@ -1071,9 +1381,11 @@ mod tests {
                     commit: Some("b2".into()),
                     origin: RunOrigin::Webhook,
                     supersede: false,
+                    alert: None,
                 })
                 .collect(),
             replay_of: None,
+            alert_updates: Vec::new(),
         }
     }
 
@@ -1143,7 +1455,7 @@ mod tests {
         store.set_run_commit(a, "c3").await.expect("commit");
         assert!(store.start_run(b, 15).await.expect("start"));
         store
-            .finish_run(b, RunStatus::Failed, Some("boom"), 16, None)
+            .finish_run(b, RunStatus::Failed, Some("boom"), 16, AfterRun::default())
             .await
             .expect("finish");
         drop(store);
