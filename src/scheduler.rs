@@ -1216,6 +1216,24 @@ impl Scheduler {
             ),
         ];
         env.extend(hookd.into_iter().map(|(k, v)| (k.to_string(), v)));
+        if let Event::Alert(a) = &run.event {
+            env.push(("HOOKD_ALERT_STATUS".into(), a.status.as_str().into()));
+            env.push(("HOOKD_ALERT_NAME".into(), a.name.clone()));
+            env.push(("HOOKD_ALERT_FINGERPRINT".into(), a.fingerprint.clone()));
+            env.push((
+                "HOOKD_ALERT_STARTS_AT".into(),
+                a.starts_at.clone().unwrap_or_default(),
+            ));
+            for (k, v) in &a.labels {
+                env.push((format!("HOOKD_ALERT_LABEL_{}", env_suffix(k)), v.clone()));
+            }
+            for (k, v) in &a.annotations {
+                env.push((
+                    format!("HOOKD_ALERT_ANNOTATION_{}", env_suffix(k)),
+                    v.clone(),
+                ));
+            }
+        }
         for name in &self.shared.config.env_passthrough {
             if let Some(v) = daemon_var(name) {
                 env.retain(|(k, _)| k != name);
@@ -1233,6 +1251,20 @@ enum StepsEnd {
     TimedOut(String),
     Stopped,
     Drained(String),
+}
+
+/// A label or annotation name as an environment variable suffix: upper-cased,
+/// every other character than ASCII letters and digits becomes `_`.
+fn env_suffix(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// `backoff × 2^(attempt-1)`, with ±20% jitter so that retries of many runs
@@ -1364,5 +1396,29 @@ fn describe_target(t: &Target) -> String {
         } => format!("{r} at {sha}"),
         Target::Commit { sha, refname: None } => sha.clone(),
         Target::Ref(r) => r.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_names_become_variable_suffixes() {
+        assert_eq!(env_suffix("instance"), "INSTANCE");
+        assert_eq!(env_suffix("mount.point"), "MOUNT_POINT");
+        assert_eq!(env_suffix("kubernetes-io/name"), "KUBERNETES_IO_NAME");
+    }
+
+    #[test]
+    fn retry_delays_double_with_jitter() {
+        for attempt in 1..5 {
+            let base = 1000.0 * f64::from(1u32 << (attempt - 1));
+            let d = retry_delay(Duration::from_secs(1), i64::from(attempt)).as_millis() as f64;
+            assert!(
+                d >= base * 0.8 - 1.0 && d <= base * 1.2 + 1.0,
+                "attempt {attempt}: {d}"
+            );
+        }
     }
 }

@@ -183,3 +183,39 @@ fn the_api_requires_the_admin_token_when_one_is_configured() {
     assert_eq!(daemon.request("GET", "/healthz", &[], b"").0, 200);
     assert_eq!(daemon.request("GET", "/readyz", &[], b"").0, 200);
 }
+
+/// The shipped examples stay valid.
+#[test]
+fn the_example_pipelines_validate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("am.token"), "t\n").expect("token");
+    let examples =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/self-healing/pipelines");
+    let pipelines = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
+    for (dir_under_test, sources) in [
+        (
+            examples,
+            "sources:\n  alerts: { kind: alertmanager, bearer_token_file: ./am.token }\n",
+        ),
+        (pipelines, ""),
+    ] {
+        let config = dir.path().join("hookd.yaml");
+        std::fs::write(
+            &config,
+            format!("pipelines_dir: {}\n{sources}", dir_under_test.display()),
+        )
+        .expect("config");
+        let out = Command::new(env!("CARGO_BIN_EXE_hookd"))
+            .args(["validate", "--config"])
+            .arg(&config)
+            .output()
+            .expect("run");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}: {}",
+            dir_under_test.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

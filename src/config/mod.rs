@@ -77,6 +77,12 @@ impl ConfigError {
                 message = tail.to_string();
             }
         }
+        // Some messages end with the location again; it is printed once, in front.
+        if let Some(i) = message.rfind(" at line ") {
+            if message[i..].contains(", column ") {
+                message.truncate(i);
+            }
+        }
         let (line, column) = err
             .location()
             .map(|l| (l.line(), l.column()))
