@@ -393,3 +393,45 @@ fn wrong_credentials_are_refused_and_run_nothing() {
     let (status, text) = daemon.request("POST", "/hooks/alerts", &headers, &body);
     assert_eq!(status, 202, "{text}");
 }
+
+/// A sender without an adapter posts alerts in its own shape; the generic
+/// source maps them with JSON pointers and the same guard rails apply.
+#[test]
+fn generic_alerts_run_remediations_with_their_labels() {
+    let env = Env::new(
+        "sources:\n  mon: { kind: generic, token: { header: X-Mon-Token }, token_file: ./mon.token, alert: { alerts: /checks, status: /state, name: /name, labels: /tags } }\n",
+        &[(
+            "fix",
+            "on: [{alert: {sources: [mon], matchers: ['host=~\"db-.*\"']}}]\nenv: {OUT: $OUT}\nsteps:\n  - run: echo \"$HOOKD_ALERT_NAME $HOOKD_ALERT_LABEL_HOST $HOOKD_ALERT_FINGERPRINT\" >> \"$OUT/fixed\"\n",
+        )],
+    );
+    let config = std::fs::read_to_string(env.path().join("hookd.yaml")).expect("config");
+    let config = config.replace(
+        "sources:\n  github: { kind: github, secret_file: ./github.secret }\nsources:\n",
+        "sources:\n  github: { kind: github, secret_file: ./github.secret }\n",
+    );
+    std::fs::write(env.path().join("hookd.yaml"), config).expect("config");
+    std::fs::write(env.path().join("mon.token"), "mon-token\n").expect("token");
+    let daemon = env.start();
+    let body = br#"{"checks": [{"state": "problem", "name": "DiskFull", "tags": {"host": "db-3"}},
+                               {"state": "problem", "name": "DiskFull", "tags": {"host": "web-1"}}]}"#;
+    let headers = vec![
+        ("Content-Type".to_string(), "application/json".to_string()),
+        ("X-Mon-Token".to_string(), "mon-token".to_string()),
+    ];
+    let (status, text) = daemon.request("POST", "/hooks/mon", &headers, body);
+    assert_eq!(status, 202, "{text}");
+    let answer: Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(answer["runs"].as_array().map(Vec::len), Some(1), "only db-3 matches: {answer}");
+    let run = daemon.wait_run(answer["runs"][0]["id"].as_i64().expect("id"), Duration::from_secs(30));
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let fixed = std::fs::read_to_string(env.out().join("fixed")).expect("fixed");
+    assert!(fixed.starts_with("DiskFull db-3 "), "{fixed}");
+    // The same alert again (no startsAt: the same episode) runs nothing.
+    let (status, text) = daemon.request("POST", "/hooks/mon", &headers, body);
+    assert_eq!(status, 202, "{text}");
+    assert!(text.contains("already handled by run"), "{text}");
+    let wrong = vec![headers[0].clone(), ("X-Mon-Token".to_string(), "nope".to_string())];
+    assert_eq!(daemon.request("POST", "/hooks/mon", &wrong, body).0, 401);
+    assert_eq!(daemon.runs().len(), 1);
+}

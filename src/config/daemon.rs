@@ -276,6 +276,42 @@ impl Default for PushMapping {
     }
 }
 
+/// JSON pointers from a `generic` payload to alert fields (`alert:`): the
+/// source then produces alert events instead of push events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertMapping {
+    /// An array of alerts (each element one alert; the other pointers are
+    /// relative to it); `None`: the whole document is one alert.
+    pub alerts: Option<String>,
+    /// Status (default `/status`): `firing`, `alerting`, `triggered`,
+    /// `problem` fire; `resolved`, `ok`, `recovered` resolve (any case).
+    pub status: String,
+    /// Alert name (default `/name`, else the `alertname` label).
+    pub name: String,
+    /// Object of labels (default `/labels`).
+    pub labels: String,
+    /// Object of annotations (default `/annotations`).
+    pub annotations: String,
+    /// The sender's fingerprint (default `/fingerprint`, else derived from the labels).
+    pub fingerprint: String,
+    /// Start of the firing episode (default `/startsAt`).
+    pub starts_at: String,
+}
+
+impl Default for AlertMapping {
+    fn default() -> Self {
+        AlertMapping {
+            alerts: None,
+            status: "/status".into(),
+            name: "/name".into(),
+            labels: "/labels".into(),
+            annotations: "/annotations".into(),
+            fingerprint: "/fingerprint".into(),
+            starts_at: "/startsAt".into(),
+        }
+    }
+}
+
 /// Settings only `kind: generic` sources have.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GenericConfig {
@@ -285,6 +321,8 @@ pub struct GenericConfig {
     pub token: Option<TokenPlace>,
     /// Payload fields of the push event.
     pub push: PushMapping,
+    /// Payload fields of alert events; when set, the source sends alerts, not pushes.
+    pub alert: Option<AlertMapping>,
     /// Where the sender's delivery id is (redeliveries are then dropped).
     pub delivery_id: Option<DeliveryIdPlace>,
 }
@@ -391,7 +429,21 @@ struct RawSource {
     token: Option<Spanned<RawTokenPlace>>,
     hmac: Option<Spanned<RawHmac>>,
     push: Option<Spanned<RawPush>>,
+    alert: Option<Spanned<RawAlertMapping>>,
     delivery_id: Option<Spanned<RawDeliveryId>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAlertMapping {
+    alerts: Option<Spanned<String>>,
+    status: Option<Spanned<String>>,
+    name: Option<Spanned<String>>,
+    labels: Option<Spanned<String>>,
+    annotations: Option<Spanned<String>>,
+    fingerprint: Option<Spanned<String>>,
+    #[serde(rename = "startsAt")]
+    starts_at: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -746,6 +798,7 @@ fn validate_source(
             ("token", rs.token.as_ref().map(|v| v.referenced)),
             ("hmac", rs.hmac.as_ref().map(|v| v.referenced)),
             ("push", rs.push.as_ref().map(|v| v.referenced)),
+            ("alert", rs.alert.as_ref().map(|v| v.referenced)),
             ("delivery_id", rs.delivery_id.as_ref().map(|v| v.referenced)),
         ];
         for (key, loc) in generic_only {
@@ -974,6 +1027,42 @@ fn validate_generic(errs: &mut Errors, name: &str, rs: &RawSource) -> GenericCon
         pointer("after", &p.after, &mut out.push.after);
         pointer("clone_url", &p.clone_url, &mut out.push.clone_url);
         pointer("pusher", &p.pusher, &mut out.push.pusher);
+    }
+
+    if let (Some(_), Some(a)) = (&rs.push, &rs.alert) {
+        errs.at(
+            a.referenced,
+            format!("sources.{name}: set push or alert, not both (a source sends one kind of event)"),
+        );
+    }
+    if let Some(a) = &rs.alert {
+        let a = &a.value;
+        let mut m = AlertMapping::default();
+        let mut pointer = |key: &str, v: &Option<Spanned<String>>, target: &mut String| {
+            if let Some(v) = v {
+                if v.value.is_empty() || v.value.starts_with('/') {
+                    *target = v.value.clone();
+                } else {
+                    errs.at(
+                        v.referenced,
+                        format!(
+                            "sources.{name}.alert.{key}: {:?} is not a JSON pointer (RFC 6901): write it as /{}",
+                            v.value, v.value
+                        ),
+                    );
+                }
+            }
+        };
+        let mut alerts = String::new();
+        pointer("alerts", &a.alerts, &mut alerts);
+        m.alerts = a.alerts.as_ref().map(|_| alerts);
+        pointer("status", &a.status, &mut m.status);
+        pointer("name", &a.name, &mut m.name);
+        pointer("labels", &a.labels, &mut m.labels);
+        pointer("annotations", &a.annotations, &mut m.annotations);
+        pointer("fingerprint", &a.fingerprint, &mut m.fingerprint);
+        pointer("startsAt", &a.starts_at, &mut m.starts_at);
+        out.alert = Some(m);
     }
 
     if let Some(d) = &rs.delivery_id {

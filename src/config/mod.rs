@@ -12,7 +12,7 @@ mod pattern;
 mod pipeline;
 
 pub use daemon::{
-    BasicAuth, Credentials, DaemonConfig, DeliveryIdPlace, GenericConfig, HmacAlgorithm,
+    AlertMapping, BasicAuth, Credentials, DaemonConfig, DeliveryIdPlace, GenericConfig, HmacAlgorithm,
     HmacConfig, PushMapping, Retention, Secret, SignatureEncoding, SourceConfig, SourceKind,
     StoreConfig, TokenPlace, DEFAULT_CONFIG_FILE,
 };

@@ -1,6 +1,12 @@
 //! Generic webhooks: any sender without an adapter of its own (a deploy
 //! bot, a CI job, a script with curl).
 //!
+//! Alerts: with an `alert:` mapping (instead of `push:`) the source produces
+//! alert events: `alerts` points at an array of alerts (or is omitted: the
+//! document is one alert), and `status`, `name`, `labels`, `annotations`,
+//! `fingerprint`, `startsAt` point into each alert; a missing fingerprint is
+//! derived from the labels, a missing name taken from the `alertname` label.
+//!
 //! Payload: JSON pointers (RFC 6901) from the source's `push:` mapping pick
 //! the push event's fields. A GET request's query string, a form-encoded
 //! body, and a POST with an empty body (its query string) are read as a flat
@@ -32,7 +38,7 @@ use crate::config::{
     Credentials, DeliveryIdPlace, GenericConfig, HmacConfig, Secret, SignatureEncoding,
     SourceConfig, SourceKind, TokenPlace,
 };
-use crate::event::{Event, PushEvent};
+use crate::event::{label_fingerprint, AlertEvent, AlertStatus, Event, PushEvent};
 
 /// A `kind: generic` source.
 pub struct GenericSource {
@@ -193,6 +199,20 @@ impl Source for GenericSource {
 
     fn parse(&self, req: &Request) -> Result<Parsed, ParseError> {
         let (doc, from_query) = self.document(req)?;
+        if let Some(alert) = &self.settings.alert {
+            let stored_body = if from_query {
+                Some(serde_json::to_vec(&doc).map_err(|e| ParseError::Json(e.to_string()))?)
+            } else {
+                None
+            };
+            return Ok(Parsed {
+                event_type: "alert".to_string(),
+                delivery_id: self.delivery_id(req, &doc),
+                events: parse_alerts(&doc, alert)?,
+                is_ping: false,
+                stored_body,
+            });
+        }
         let m = &self.settings.push;
         let repository = string_at(&doc, &m.repository)?.ok_or_else(|| missing(&m.repository))?;
         let raw_ref = string_at(&doc, &m.git_ref)?.ok_or_else(|| missing(&m.git_ref))?;
@@ -215,19 +235,7 @@ impl Source for GenericSource {
         let before = string_at(&doc, &m.before)?.unwrap_or_default();
         let clone_url = string_at(&doc, &m.clone_url)?.filter(|s| !s.is_empty());
         let pusher = string_at(&doc, &m.pusher)?.filter(|s| !s.is_empty());
-        let delivery_id = match &self.settings.delivery_id {
-            None => None,
-            Some(DeliveryIdPlace::Header(name)) => req
-                .header(name)
-                .map(str::trim)
-                .filter(|v| !v.is_empty())
-                .map(str::to_string),
-            Some(DeliveryIdPlace::Pointer(p)) => match doc.pointer(p) {
-                Some(serde_json::Value::String(s)) if !s.is_empty() => Some(s.clone()),
-                Some(serde_json::Value::Number(n)) => Some(n.to_string()),
-                _ => None,
-            },
-        };
+        let delivery_id = self.delivery_id(req, &doc);
         let event = PushEvent::new(repository, git_ref, &before, &after, clone_url, pusher);
         let stored_body = if from_query {
             Some(serde_json::to_vec(&doc).map_err(|e| ParseError::Json(e.to_string()))?)
@@ -300,6 +308,97 @@ fn string_at(doc: &serde_json::Value, pointer: &str) -> Result<Option<String>, P
             reason: format!("expected a string, found {}", super::json_type(other)),
         }),
     }
+}
+
+impl GenericSource {
+    /// The sender's delivery id, where the config says it is.
+    fn delivery_id(&self, req: &Request, doc: &serde_json::Value) -> Option<String> {
+        match &self.settings.delivery_id {
+            None => None,
+            Some(DeliveryIdPlace::Header(name)) => req
+                .header(name)
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_string),
+            Some(DeliveryIdPlace::Pointer(p)) => match doc.pointer(p) {
+                Some(serde_json::Value::String(s)) if !s.is_empty() => Some(s.clone()),
+                Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// Alert events from a generic payload, per the source's `alert:` mapping.
+fn parse_alerts(
+    doc: &serde_json::Value,
+    m: &crate::config::AlertMapping,
+) -> Result<Vec<Event>, ParseError> {
+    let items: Vec<(String, &serde_json::Value)> = match &m.alerts {
+        None => vec![(String::new(), doc)],
+        Some(p) => doc
+            .pointer(p)
+            .and_then(serde_json::Value::as_array)
+            .ok_or_else(|| ParseError::Field {
+                field: p.clone(),
+                reason: "missing or not an array of alerts".into(),
+            })?
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (format!("{p}/{i}"), a))
+            .collect(),
+    };
+    let object = |v: &serde_json::Value, p: &str| -> std::collections::BTreeMap<String, String> {
+        v.pointer(p)
+            .and_then(serde_json::Value::as_object)
+            .map(|o| {
+                o.iter()
+                    .map(|(k, v)| {
+                        let v = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+                        (k.clone(), v)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut events = Vec::with_capacity(items.len());
+    for (at, a) in items {
+        let status_text = string_at(a, &m.status)?.ok_or_else(|| missing(&format!("{at}{}", m.status)))?;
+        let status = match status_text.to_ascii_lowercase().as_str() {
+            "firing" | "alerting" | "triggered" | "problem" => AlertStatus::Firing,
+            "resolved" | "ok" | "recovered" => AlertStatus::Resolved,
+            other => {
+                return Err(ParseError::Field {
+                    field: format!("{at}{}", m.status),
+                    reason: format!("{other:?} is neither firing (firing, alerting, triggered, problem) nor resolved (resolved, ok, recovered)"),
+                })
+            }
+        };
+        let mut labels = object(a, &m.labels);
+        let name = string_at(a, &m.name)?
+            .filter(|n| !n.is_empty())
+            .or_else(|| labels.get("alertname").cloned())
+            .ok_or_else(|| missing(&format!("{at}{}", m.name)))?;
+        labels.entry("alertname".to_string()).or_insert_with(|| name.clone());
+        let fingerprint = string_at(a, &m.fingerprint)?
+            .filter(|f| !f.is_empty())
+            .unwrap_or_else(|| label_fingerprint(&labels));
+        events.push(Event::Alert(AlertEvent {
+            status,
+            name,
+            fingerprint,
+            annotations: object(a, &m.annotations),
+            starts_at: string_at(a, &m.starts_at)?.filter(|s| !s.is_empty()),
+            ends_at: None,
+            generator_url: None,
+            group_labels: Default::default(),
+            group_key: None,
+            external_url: None,
+            labels,
+            extra: Default::default(),
+        }));
+    }
+    Ok(events)
 }
 
 #[cfg(test)]
@@ -737,5 +836,57 @@ mod tests {
         let parsed = s.parse(&post).expect("parses");
         assert!(matches!(&parsed.events[..], [Event::Push(p)] if p.repository == "a/b"));
         assert!(parsed.stored_body.is_some());
+    }
+
+    #[test]
+    fn alert_mappings_make_alert_events() {
+        let config = crate::config::DaemonConfig::from_yaml(
+            std::path::Path::new("/etc/hookd/hookd.yaml"),
+            "sources:\n  mon:\n    kind: generic\n    alert: { alerts: /items, status: /state, name: /check, labels: /tags, startsAt: /since }\n",
+        )
+        .expect("valid config");
+        let s = GenericSource::new(&config.sources["mon"]);
+        let body = br#"{"items": [
+            {"state": "ALERTING", "check": "DiskFull", "tags": {"host": "db-3"}, "since": "2026-11-27T10:00:00Z"},
+            {"state": "ok", "check": "Load", "tags": {"host": "web-1"}}
+        ]}"#;
+        let req = Request {
+            method: "POST",
+            headers: &[],
+            query: "",
+            body,
+            from_loopback: true,
+        };
+        let parsed = s.parse(&req).expect("parses");
+        assert_eq!(parsed.event_type, "alert");
+        let alerts: Vec<&AlertEvent> = parsed
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Alert(a) => Some(a),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(alerts.len(), 2);
+        assert_eq!(alerts[0].status, AlertStatus::Firing);
+        assert_eq!(alerts[0].name, "DiskFull");
+        assert_eq!(alerts[0].labels["host"], "db-3");
+        assert_eq!(alerts[0].labels["alertname"], "DiskFull");
+        assert_eq!(alerts[0].starts_at.as_deref(), Some("2026-11-27T10:00:00Z"));
+        assert_eq!(alerts[0].fingerprint, label_fingerprint(&alerts[0].labels));
+        assert_eq!(alerts[1].status, AlertStatus::Resolved);
+        let bad = br#"{"items": [{"state": "maybe", "check": "X"}]}"#;
+        let err = s
+            .parse(&Request { body: bad, ..req.clone() })
+            .expect_err("unknown status");
+        assert!(err.to_string().contains("/items/0/state"), "{err}");
+        let err = crate::config::DaemonConfig::from_yaml(
+            std::path::Path::new("/etc/hookd/hookd.yaml"),
+            "sources:\n  mon: { kind: generic, push: { ref: /ref }, alert: { status: state } }\n",
+        )
+        .expect_err("invalid")
+        .to_string();
+        assert!(err.contains("set push or alert, not both"), "{err}");
+        assert!(err.contains("sources.mon.alert.status: \"state\" is not a JSON pointer"), "{err}");
     }
 }
