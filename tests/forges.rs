@@ -789,3 +789,49 @@ fn generic_get_with_query_token_and_post_with_base64_hmac() {
     assert_eq!(status, 405, "{text}");
     assert_eq!(daemon.runs().len(), 4, "refused requests started runs");
 }
+
+/// GitLab caps a push hook's `commits` at 20; path filters are computed with
+/// git, so a push of 50 commits still sees every changed path.
+#[test]
+fn gitlab_push_of_fifty_commits_sees_every_changed_path() {
+    let repo = GitRepo::new();
+    let base = repo.commit(&[("README", "x\n")], "base");
+    let mut last = base.clone();
+    let mut expected = Vec::new();
+    for i in 0..50 {
+        let path = format!("terraform/module-{i:02}.tf");
+        last = repo.commit(&[(path.as_str(), "x\n")], &format!("c{i}"));
+        expected.push(path);
+    }
+    let env = env_with(
+        "  gitlab: { kind: gitlab, token_file: ./gitlab.token }\n",
+        &[(
+            "terraform",
+            "on:\n  - push: {sources: [gitlab], paths: ['terraform/**']}\nenv: {OUT: $OUT}\nsteps:\n  - run: cp \"$HOOKD_CHANGED_FILES_FILE\" \"$OUT/changed\"\n".to_string(),
+        )],
+    );
+    env.write_file("gitlab.token", &format!("{GITLAB_TOKEN}\n"));
+    let daemon = env.start();
+    let mut payload: Value =
+        serde_json::from_slice(&gitlab_payload("gitlab/push-hook.json", &repo.url(), "refs/heads/main", &base, &last))
+            .expect("json");
+    // What GitLab sends for such a push: 20 commits listed, 50 counted.
+    let one = payload["commits"][0].clone();
+    payload["commits"] = Value::Array(vec![one; 20]);
+    payload["total_commits_count"] = 50.into();
+    let body = encode(&payload);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let mut headers = gitlab_headers("Push Hook", &body, "fifty-commits", now);
+    headers.retain(|(k, _)| !k.starts_with("webhook-"));
+    let (status, text) = daemon.request("POST", "/hooks/gitlab", &headers, &body);
+    assert_eq!(status, 202, "{text}");
+    let answer: Value = serde_json::from_str(&text).expect("json");
+    let run = daemon.wait_run(answer["runs"][0]["id"].as_i64().expect("run"), RUN_TIMEOUT);
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let changed: Vec<String> = std::fs::read_to_string(env.out().join("changed"))
+        .expect("changed")
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(changed, expected);
+}

@@ -500,3 +500,37 @@ fn crash_under_load_loses_no_acknowledged_delivery() {
         runs.iter().filter(|r| r["status"] == "interrupted").count(),
     );
 }
+
+#[test]
+fn retention_prunes_old_runs_their_logs_and_deliveries() {
+    let repo = GitRepo::new();
+    let a = repo.commit(&[("f", "x")], "c");
+    let env = Env::new(
+        "retention: { max_runs_per_pipeline: 2 }\n",
+        &[("p", "on: [{push: {}}]\nsteps: [{run: 'echo hi'}]\n")],
+    );
+    let daemon = env.start();
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let (_, answer) = daemon.push(&github_push("acme/infra", &repo.url(), "refs/heads/main", ZERO, &a), &format!("keep-{i}"));
+        let id = run_ids(&answer)[0];
+        daemon.wait_run(id, RUN_TIMEOUT);
+        ids.push(id);
+    }
+    assert!(ids.iter().all(|id| env.path().join(format!("data/runs/{id}/log")).exists()));
+    daemon.stop();
+    // Retention runs at start-up (then every ten minutes).
+    let daemon = env.start();
+    let kept = wait_until(Duration::from_secs(20), "retention", || {
+        let runs = daemon.runs();
+        (runs.len() == 2).then_some(runs)
+    });
+    let kept: Vec<i64> = kept.iter().filter_map(|r| r["id"].as_i64()).collect();
+    assert_eq!(kept, vec![ids[3], ids[2]], "the newest two stay");
+    for id in &ids[..2] {
+        assert!(!env.path().join(format!("data/runs/{id}")).exists(), "run {id}'s files remain");
+        let (status, _) = daemon.request("GET", &format!("/api/v1/runs/{id}"), &[], b"");
+        assert_eq!(status, 404);
+    }
+    assert!(env.path().join(format!("data/runs/{}/log", ids[3])).exists());
+}
