@@ -11,6 +11,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod event;
+pub mod explain;
 pub mod matcher;
 pub mod metrics;
 pub mod reload;

@@ -114,6 +114,24 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Offline: which pipelines the payload in FILE would start, and why not the others.
+    ///
+    /// Authentication is checked only when headers are given (exit 1 if a
+    /// given credential fails); without an event-type header the event type
+    /// is inferred from the payload's shape.
+    Explain {
+        /// Source name from the config.
+        #[arg(long)]
+        source: String,
+        /// A request header, 'Name: value' (repeatable), as the sender would send it.
+        #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+        headers: Vec<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// The payload file: the exact request body (- reads stdin).
+        file: PathBuf,
+    },
     /// Print the headers a sender would attach to FILE (for testing with curl -H @file).
     Sign {
         /// Source name from the config.
@@ -306,6 +324,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Explain {
+            source,
+            headers,
+            json,
+            file,
+        } => explain(config_path, &source, &headers, json, &file),
         Command::Sign {
             source,
             event,
@@ -372,6 +396,50 @@ fn validate(config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+fn explain(
+    config_path: Option<&Path>,
+    source: &str,
+    headers: &[String],
+    json: bool,
+    file: &Path,
+) -> anyhow::Result<ExitCode> {
+    let config = load_config(config_path)?;
+    hookd::explain::source_config(&config, source)?;
+    let headers = headers
+        .iter()
+        .map(|h| hookd::explain::parse_header(h))
+        .collect::<Result<Vec<_>, _>>()?;
+    let body = if file == Path::new("-") {
+        let mut body = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut body)
+            .context("cannot read the payload from stdin")?;
+        body
+    } else {
+        std::fs::read(file).with_context(|| format!("cannot read payload {}", file.display()))?
+    };
+    let pipelines =
+        load_pipelines(&config).map_err(|e| anyhow::anyhow!("invalid pipelines:\n{e}"))?;
+    let report = hookd::explain::explain(&config, &pipelines, source, &headers, &body)?;
+    let text = if json {
+        serde_json::to_string_pretty(&report)? + "\n"
+    } else {
+        hookd::explain::render_text(&report)
+    };
+    use std::io::Write;
+    match std::io::stdout().write_all(text.as_bytes()) {
+        // `hookd explain … | head` is fine.
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            return Err(e).context("cannot write to stdout")
+        }
+        _ => {}
+    }
+    Ok(if report.authentication.is_failed() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// Polls a run until it is terminal; returns its status.

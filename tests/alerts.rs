@@ -422,8 +422,15 @@ fn generic_alerts_run_remediations_with_their_labels() {
     let (status, text) = daemon.request("POST", "/hooks/mon", &headers, body);
     assert_eq!(status, 202, "{text}");
     let answer: Value = serde_json::from_str(&text).expect("json");
-    assert_eq!(answer["runs"].as_array().map(Vec::len), Some(1), "only db-3 matches: {answer}");
-    let run = daemon.wait_run(answer["runs"][0]["id"].as_i64().expect("id"), Duration::from_secs(30));
+    assert_eq!(
+        answer["runs"].as_array().map(Vec::len),
+        Some(1),
+        "only db-3 matches: {answer}"
+    );
+    let run = daemon.wait_run(
+        answer["runs"][0]["id"].as_i64().expect("id"),
+        Duration::from_secs(30),
+    );
     assert_eq!(run["status"], "succeeded", "{run}");
     let fixed = std::fs::read_to_string(env.out().join("fixed")).expect("fixed");
     assert!(fixed.starts_with("DiskFull db-3 "), "{fixed}");
@@ -431,7 +438,10 @@ fn generic_alerts_run_remediations_with_their_labels() {
     let (status, text) = daemon.request("POST", "/hooks/mon", &headers, body);
     assert_eq!(status, 202, "{text}");
     assert!(text.contains("already handled by run"), "{text}");
-    let wrong = vec![headers[0].clone(), ("X-Mon-Token".to_string(), "nope".to_string())];
+    let wrong = vec![
+        headers[0].clone(),
+        ("X-Mon-Token".to_string(), "nope".to_string()),
+    ];
     assert_eq!(daemon.request("POST", "/hooks/mon", &wrong, body).0, 401);
     assert_eq!(daemon.runs().len(), 1);
 }

@@ -812,15 +812,23 @@ fn gitlab_push_of_fifty_commits_sees_every_changed_path() {
     );
     env.write_file("gitlab.token", &format!("{GITLAB_TOKEN}\n"));
     let daemon = env.start();
-    let mut payload: Value =
-        serde_json::from_slice(&gitlab_payload("gitlab/push-hook.json", &repo.url(), "refs/heads/main", &base, &last))
-            .expect("json");
+    let mut payload: Value = serde_json::from_slice(&gitlab_payload(
+        "gitlab/push-hook.json",
+        &repo.url(),
+        "refs/heads/main",
+        &base,
+        &last,
+    ))
+    .expect("json");
     // What GitLab sends for such a push: 20 commits listed, 50 counted.
     let one = payload["commits"][0].clone();
     payload["commits"] = Value::Array(vec![one; 20]);
     payload["total_commits_count"] = 50.into();
     let body = encode(&payload);
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let mut headers = gitlab_headers("Push Hook", &body, "fifty-commits", now);
     headers.retain(|(k, _)| !k.starts_with("webhook-"));
     let (status, text) = daemon.request("POST", "/hooks/gitlab", &headers, &body);

@@ -512,12 +512,17 @@ fn retention_prunes_old_runs_their_logs_and_deliveries() {
     let daemon = env.start();
     let mut ids = Vec::new();
     for i in 0..4 {
-        let (_, answer) = daemon.push(&github_push("acme/infra", &repo.url(), "refs/heads/main", ZERO, &a), &format!("keep-{i}"));
+        let (_, answer) = daemon.push(
+            &github_push("acme/infra", &repo.url(), "refs/heads/main", ZERO, &a),
+            &format!("keep-{i}"),
+        );
         let id = run_ids(&answer)[0];
         daemon.wait_run(id, RUN_TIMEOUT);
         ids.push(id);
     }
-    assert!(ids.iter().all(|id| env.path().join(format!("data/runs/{id}/log")).exists()));
+    assert!(ids
+        .iter()
+        .all(|id| env.path().join(format!("data/runs/{id}/log")).exists()));
     daemon.stop();
     // Retention runs at start-up (then every ten minutes).
     let daemon = env.start();
@@ -528,9 +533,15 @@ fn retention_prunes_old_runs_their_logs_and_deliveries() {
     let kept: Vec<i64> = kept.iter().filter_map(|r| r["id"].as_i64()).collect();
     assert_eq!(kept, vec![ids[3], ids[2]], "the newest two stay");
     for id in &ids[..2] {
-        assert!(!env.path().join(format!("data/runs/{id}")).exists(), "run {id}'s files remain");
+        assert!(
+            !env.path().join(format!("data/runs/{id}")).exists(),
+            "run {id}'s files remain"
+        );
         let (status, _) = daemon.request("GET", &format!("/api/v1/runs/{id}"), &[], b"");
         assert_eq!(status, 404);
     }
-    assert!(env.path().join(format!("data/runs/{}/log", ids[3])).exists());
+    assert!(env
+        .path()
+        .join(format!("data/runs/{}/log", ids[3]))
+        .exists());
 }

@@ -1032,7 +1032,9 @@ fn validate_generic(errs: &mut Errors, name: &str, rs: &RawSource) -> GenericCon
     if let (Some(_), Some(a)) = (&rs.push, &rs.alert) {
         errs.at(
             a.referenced,
-            format!("sources.{name}: set push or alert, not both (a source sends one kind of event)"),
+            format!(
+                "sources.{name}: set push or alert, not both (a source sends one kind of event)"
+            ),
         );
     }
     if let Some(a) = &rs.alert {

@@ -12,9 +12,9 @@ mod pattern;
 mod pipeline;
 
 pub use daemon::{
-    AlertMapping, BasicAuth, Credentials, DaemonConfig, DeliveryIdPlace, GenericConfig, HmacAlgorithm,
-    HmacConfig, PushMapping, Retention, Secret, SignatureEncoding, SourceConfig, SourceKind,
-    StoreConfig, TokenPlace, DEFAULT_CONFIG_FILE,
+    AlertMapping, BasicAuth, Credentials, DaemonConfig, DeliveryIdPlace, GenericConfig,
+    HmacAlgorithm, HmacConfig, PushMapping, Retention, Secret, SignatureEncoding, SourceConfig,
+    SourceKind, StoreConfig, TokenPlace, DEFAULT_CONFIG_FILE,
 };
 pub use label_matcher::{LabelMatcher, MatchOp};
 pub use pattern::{Pattern, PatternList};

@@ -17,7 +17,7 @@
 use super::auth::{check_hex_sha256_header, loopback_only};
 use super::{
     delivery_id_from, hmac_sha256_hex, ignored, opt_str_at, parse_json, str_at, AuthError,
-    ParseError, Parsed, Request, Source,
+    EventTypeHint, ParseError, Parsed, Request, Source,
 };
 use crate::config::{Credentials, SourceConfig, SourceKind};
 use crate::event::{Event, PushEvent};
@@ -111,6 +111,23 @@ impl Source for BitbucketCloudSource {
             headers.push((SIGNATURE.to_string(), format!("sha256={sig}")));
         }
         headers
+    }
+
+    fn infer_event_type(&self, req: &Request) -> EventTypeHint {
+        if req.header(EVENT).is_some() {
+            return EventTypeHint::Given;
+        }
+        let unknown = |why: String| EventTypeHint::Unknown { header: EVENT, why };
+        match parse_json(req.body) {
+            Ok(json) if json.pointer("/push/changes").is_some_and(|c| c.is_array()) => {
+                EventTypeHint::Inferred {
+                    header: EVENT,
+                    event_type: PUSH.to_string(),
+                }
+            }
+            Ok(_) => unknown("it has no push.changes list".to_string()),
+            Err(e) => unknown(e.to_string()),
+        }
     }
 }
 

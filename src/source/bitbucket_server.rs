@@ -17,7 +17,7 @@
 use super::auth::{basic_header, check_basic, check_hex_sha256_header, loopback_only};
 use super::{
     delivery_id_from, hmac_sha256_hex, ignored, opt_str_at, parse_json, str_at, AuthError,
-    ParseError, Parsed, Request, Source,
+    EventTypeHint, ParseError, Parsed, Request, Source,
 };
 use crate::config::{Credentials, SourceConfig, SourceKind};
 use crate::event::{Event, IgnoredEvent, PushEvent};
@@ -121,6 +121,24 @@ impl Source for BitbucketServerSource {
             headers.push(("Authorization".to_string(), basic_header(basic)));
         }
         headers
+    }
+
+    /// Bitbucket Data Center repeats the event key in the body's `eventKey`.
+    fn infer_event_type(&self, req: &Request) -> EventTypeHint {
+        if req.header(EVENT).is_some() {
+            return EventTypeHint::Given;
+        }
+        let unknown = |why: String| EventTypeHint::Unknown { header: EVENT, why };
+        match parse_json(req.body) {
+            Ok(json) => match opt_str_at(&json, "/eventKey") {
+                Some(key) => EventTypeHint::Inferred {
+                    header: EVENT,
+                    event_type: key,
+                },
+                None => unknown("it has no eventKey field".to_string()),
+            },
+            Err(e) => unknown(e.to_string()),
+        }
     }
 }
 

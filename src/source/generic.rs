@@ -363,7 +363,8 @@ fn parse_alerts(
     };
     let mut events = Vec::with_capacity(items.len());
     for (at, a) in items {
-        let status_text = string_at(a, &m.status)?.ok_or_else(|| missing(&format!("{at}{}", m.status)))?;
+        let status_text =
+            string_at(a, &m.status)?.ok_or_else(|| missing(&format!("{at}{}", m.status)))?;
         let status = match status_text.to_ascii_lowercase().as_str() {
             "firing" | "alerting" | "triggered" | "problem" => AlertStatus::Firing,
             "resolved" | "ok" | "recovered" => AlertStatus::Resolved,
@@ -379,7 +380,9 @@ fn parse_alerts(
             .filter(|n| !n.is_empty())
             .or_else(|| labels.get("alertname").cloned())
             .ok_or_else(|| missing(&format!("{at}{}", m.name)))?;
-        labels.entry("alertname".to_string()).or_insert_with(|| name.clone());
+        labels
+            .entry("alertname".to_string())
+            .or_insert_with(|| name.clone());
         let fingerprint = string_at(a, &m.fingerprint)?
             .filter(|f| !f.is_empty())
             .unwrap_or_else(|| label_fingerprint(&labels));
@@ -877,7 +880,10 @@ mod tests {
         assert_eq!(alerts[1].status, AlertStatus::Resolved);
         let bad = br#"{"items": [{"state": "maybe", "check": "X"}]}"#;
         let err = s
-            .parse(&Request { body: bad, ..req.clone() })
+            .parse(&Request {
+                body: bad,
+                ..req.clone()
+            })
             .expect_err("unknown status");
         assert!(err.to_string().contains("/items/0/state"), "{err}");
         let err = crate::config::DaemonConfig::from_yaml(
@@ -887,6 +893,9 @@ mod tests {
         .expect_err("invalid")
         .to_string();
         assert!(err.contains("set push or alert, not both"), "{err}");
-        assert!(err.contains("sources.mon.alert.status: \"state\" is not a JSON pointer"), "{err}");
+        assert!(
+            err.contains("sources.mon.alert.status: \"state\" is not a JSON pointer"),
+            "{err}"
+        );
     }
 }

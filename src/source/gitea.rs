@@ -21,8 +21,8 @@ use std::borrow::Cow;
 
 use super::auth::{check_bearer, check_hex_sha256_header, hmac_digest, loopback_only};
 use super::{
-    delivery_id_from, form_payload, hmac_sha256_hex, ignored, opt_str_at, parse_json, str_at,
-    AuthError, ParseError, Parsed, Request, Source,
+    delivery_id_from, form_payload, has_fields, hmac_sha256_hex, ignored, opt_str_at, parse_json,
+    str_at, AuthError, EventTypeHint, ParseError, Parsed, Request, Source,
 };
 use crate::config::{Credentials, HmacAlgorithm, SourceConfig, SourceKind};
 use crate::event::{Event, PushEvent};
@@ -170,6 +170,28 @@ impl Source for GiteaSource {
 
     fn accepts_get(&self) -> bool {
         true
+    }
+
+    fn infer_event_type(&self, req: &Request) -> EventTypeHint {
+        if req.first_header(EVENTS).is_some() {
+            return EventTypeHint::Given;
+        }
+        let unknown = |why: String| EventTypeHint::Unknown {
+            header: EVENTS[0],
+            why,
+        };
+        let json = match payload(req).and_then(|body| parse_json(&body)) {
+            Ok(json) => json,
+            Err(e) => return unknown(e.to_string()),
+        };
+        if has_fields(&json, &["ref", "before", "after", "repository"]) {
+            EventTypeHint::Inferred {
+                header: EVENTS[0],
+                event_type: "push".to_string(),
+            }
+        } else {
+            unknown("it lacks a push's fields (ref, before, after, repository)".to_string())
+        }
     }
 }
 

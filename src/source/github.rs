@@ -8,7 +8,10 @@
 //! signature then covers the form bytes).
 
 use super::auth::{check_hex_sha256_header, loopback_only};
-use super::{opt_str_at, parse_json, str_at, AuthError, ParseError, Parsed, Request, Source};
+use super::{
+    has_fields, opt_str_at, parse_json, str_at, AuthError, EventTypeHint, ParseError, Parsed,
+    Request, Source,
+};
 use crate::config::{Credentials, SourceConfig, SourceKind};
 use crate::event::{Event, IgnoredEvent, PushEvent};
 
@@ -111,6 +114,42 @@ impl Source for GithubSource {
             headers.push((SIGNATURE.to_string(), format!("sha256={sig}")));
         }
         headers
+    }
+
+    fn infer_event_type(&self, req: &Request) -> EventTypeHint {
+        if req.header(EVENT).is_some() {
+            return EventTypeHint::Given;
+        }
+        let unknown = |why: String| EventTypeHint::Unknown { header: EVENT, why };
+        let json = match payload_json(req) {
+            Ok(json) => json,
+            Err(e) => return unknown(e.to_string()),
+        };
+        match event_type_of(&json) {
+            Some(t) => EventTypeHint::Inferred {
+                header: EVENT,
+                event_type: t.to_string(),
+            },
+            None => unknown(
+                "it has none of the shapes of ping (zen, hook_id), pull_request \
+                 (pull_request) or push (ref, before, after, repository)"
+                    .to_string(),
+            ),
+        }
+    }
+}
+
+/// The event type a GitHub payload's fields announce, for payloads without
+/// their `X-GitHub-Event` header.
+fn event_type_of(json: &serde_json::Value) -> Option<&'static str> {
+    if has_fields(json, &["zen", "hook_id"]) {
+        Some("ping")
+    } else if has_fields(json, &["pull_request"]) {
+        Some("pull_request")
+    } else if has_fields(json, &["ref", "before", "after", "repository"]) {
+        Some("push")
+    } else {
+        None
     }
 }
 

@@ -24,7 +24,7 @@ use super::auth::{
 };
 use super::{
     delivery_id_from, ignored, opt_str_at, parse_json, standard_webhooks_key, str_at, AuthError,
-    ParseError, Parsed, Request, Source,
+    EventTypeHint, ParseError, Parsed, Request, Source,
 };
 use crate::config::{Credentials, SourceConfig, SourceKind};
 use crate::event::{Event, PushEvent};
@@ -157,6 +157,31 @@ impl Source for GitlabSource {
             ));
         }
         headers
+    }
+
+    fn infer_event_type(&self, req: &Request) -> EventTypeHint {
+        if req.header(EVENT).is_some() {
+            return EventTypeHint::Given;
+        }
+        let unknown = |why: String| EventTypeHint::Unknown { header: EVENT, why };
+        let json = match parse_json(req.body) {
+            Ok(json) => json,
+            Err(e) => return unknown(e.to_string()),
+        };
+        match json.get("object_kind").and_then(serde_json::Value::as_str) {
+            Some("push") => EventTypeHint::Inferred {
+                header: EVENT,
+                event_type: "Push Hook".to_string(),
+            },
+            Some("tag_push") => EventTypeHint::Inferred {
+                header: EVENT,
+                event_type: "Tag Push Hook".to_string(),
+            },
+            Some(other) => unknown(format!(
+                "its object_kind is {other:?}; only push and tag_push are inferred"
+            )),
+            None => unknown("it has no object_kind field".to_string()),
+        }
     }
 }
 

@@ -200,6 +200,36 @@ pub trait Source: Send + Sync {
     fn accepts_get(&self) -> bool {
         false
     }
+    /// For `hookd explain` only (the server never guesses): when `req` has
+    /// no event-type header, the type its payload's shape says it is.
+    /// Default: [`EventTypeHint::Given`], for kinds without an event-type
+    /// header.
+    fn infer_event_type(&self, _req: &Request) -> EventTypeHint {
+        EventTypeHint::Given
+    }
+}
+
+/// What a source can tell about a request's event type before parsing it
+/// (see [`Source::infer_event_type`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventTypeHint {
+    /// The request names its event type, or the kind needs none: parse it as it is.
+    Given,
+    /// No event-type header, and the payload has the shape of `event_type`:
+    /// the request parses as that once `header: event_type` is added.
+    Inferred {
+        /// The header that carries the type on the wire (`X-GitHub-Event`).
+        header: &'static str,
+        /// The provider's name for the type (`push`, `Tag Push Hook`, …).
+        event_type: String,
+    },
+    /// No event-type header, and no payload shape this kind recognises.
+    Unknown {
+        /// The header that would name the type.
+        header: &'static str,
+        /// What the payload lacks, e.g. `it has no object_kind field`.
+        why: String,
+    },
 }
 
 /// Builds the source for one configured entry.
@@ -236,6 +266,13 @@ pub(crate) fn form_payload(form: &[u8]) -> Option<String> {
 /// Parses a JSON body, mapping errors to [`ParseError::Json`].
 pub(crate) fn parse_json(body: &[u8]) -> Result<serde_json::Value, ParseError> {
     serde_json::from_slice(body).map_err(|e| ParseError::Json(e.to_string()))
+}
+
+/// True when every one of `keys` is a top-level field of `json`, not null
+/// (payload-shape checks of [`Source::infer_event_type`]).
+pub(crate) fn has_fields(json: &serde_json::Value, keys: &[&str]) -> bool {
+    keys.iter()
+        .all(|k| json.get(k).is_some_and(|v| !v.is_null()))
 }
 
 /// Reads a string at a JSON pointer, or a field error naming it.
