@@ -15,10 +15,12 @@ use tokio::sync::Notify;
 
 use crate::config::{DaemonConfig, OnNewEvent, Pipeline};
 use crate::event::Event;
+use crate::matcher::match_events;
 use crate::scheduler::{ActiveRuns, Scheduler};
-use crate::source::{self, Source};
+use crate::source::{self, Parsed, Source};
 use crate::store::{
-    AlertGate, AlertUpdate, NewRun, Recorded, RetryPlan, RetryPolicy, RunOrigin, SqliteStore, Store,
+    AlertGate, AlertUpdate, NewDelivery, NewRun, Recorded, RetryPlan, RetryPolicy, RunOrigin,
+    SqliteStore, Store,
 };
 
 /// State shared by the server and the scheduler.
@@ -124,6 +126,50 @@ impl Shared {
                 _ => None,
             },
         }
+    }
+
+    /// Matches a parsed delivery against today's pipelines and builds what
+    /// the store records: the delivery, its runs, the skip reasons and the
+    /// alert updates. Also returns, per run, whether its path filter is
+    /// decided after the fetch. Used by the webhook route and by replay.
+    pub fn match_delivery(
+        &self,
+        source: &str,
+        parsed: Parsed,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+        origin: RunOrigin,
+        replay_of: Option<i64>,
+    ) -> (NewDelivery, Vec<bool>) {
+        let pipelines = self.pipelines();
+        let outcome = match_events(source, &parsed.events, &pipelines);
+        let runs = outcome
+            .matches
+            .iter()
+            .map(|m| Self::new_run(&pipelines[m.pipeline], &parsed.events[m.event], origin))
+            .collect();
+        let paths_pending = outcome.matches.iter().map(|m| m.paths_pending).collect();
+        let alert_updates = self.alert_updates(&parsed.events);
+        let delivery = NewDelivery {
+            source: source.to_string(),
+            event_type: parsed.event_type,
+            // A replay is a new delivery of hookd's, not the sender's redelivery.
+            provider_delivery_id: if replay_of.is_some() {
+                None
+            } else {
+                parsed.delivery_id
+            },
+            received_at: crate::clock::now_ms(),
+            headers,
+            // A GET's payload is its query string: the source says what to keep.
+            body: parsed.stored_body.unwrap_or(body),
+            events: parsed.events,
+            skipped: outcome.skipped,
+            runs,
+            replay_of,
+            alert_updates,
+        };
+        (delivery, paths_pending)
     }
 
     /// The remediation-state changes that the alerts among `events` carry.

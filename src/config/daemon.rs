@@ -888,6 +888,29 @@ fn validate_source(
 }
 
 /// The generic kind's own keys, and how they pair with the credential keys.
+/// Sets `target` from a configured JSON pointer (RFC 6901), or reports one
+/// that is not a pointer.
+fn json_pointer(
+    errs: &mut Errors,
+    field: &str,
+    key: &str,
+    v: &Option<Spanned<String>>,
+    target: &mut String,
+) {
+    let Some(v) = v else { return };
+    if v.value.is_empty() || v.value.starts_with('/') {
+        *target = v.value.clone();
+    } else {
+        errs.at(
+            v.referenced,
+            format!(
+                "{field}.{key}: {:?} is not a JSON pointer (RFC 6901): write it as /{}",
+                v.value, v.value
+            ),
+        );
+    }
+}
+
 fn validate_generic(errs: &mut Errors, name: &str, rs: &RawSource) -> GenericConfig {
     let mut out = GenericConfig::default();
     let secret_loc = rs
@@ -1006,20 +1029,9 @@ fn validate_generic(errs: &mut Errors, name: &str, rs: &RawSource) -> GenericCon
 
     if let Some(p) = &rs.push {
         let p = &p.value;
+        let field = format!("sources.{name}.push");
         let mut pointer = |key: &str, v: &Option<Spanned<String>>, target: &mut String| {
-            if let Some(v) = v {
-                if v.value.is_empty() || v.value.starts_with('/') {
-                    *target = v.value.clone();
-                } else {
-                    errs.at(
-                        v.referenced,
-                        format!(
-                            "sources.{name}.push.{key}: {:?} is not a JSON pointer (RFC 6901): write it as /{}",
-                            v.value, v.value
-                        ),
-                    );
-                }
-            }
+            json_pointer(errs, &field, key, v, target)
         };
         pointer("repository", &p.repository, &mut out.push.repository);
         pointer("ref", &p.git_ref, &mut out.push.git_ref);
@@ -1040,20 +1052,9 @@ fn validate_generic(errs: &mut Errors, name: &str, rs: &RawSource) -> GenericCon
     if let Some(a) = &rs.alert {
         let a = &a.value;
         let mut m = AlertMapping::default();
+        let field = format!("sources.{name}.alert");
         let mut pointer = |key: &str, v: &Option<Spanned<String>>, target: &mut String| {
-            if let Some(v) = v {
-                if v.value.is_empty() || v.value.starts_with('/') {
-                    *target = v.value.clone();
-                } else {
-                    errs.at(
-                        v.referenced,
-                        format!(
-                            "sources.{name}.alert.{key}: {:?} is not a JSON pointer (RFC 6901): write it as /{}",
-                            v.value, v.value
-                        ),
-                    );
-                }
-            }
+            json_pointer(errs, &field, key, v, target)
         };
         let mut alerts = String::new();
         pointer("alerts", &a.alerts, &mut alerts);

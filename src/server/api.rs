@@ -15,10 +15,9 @@ use super::{error, unavailable};
 use crate::clock::{now_ms, rfc3339};
 use crate::daemon::Shared;
 use crate::event::{Event, ManualEvent};
-use crate::matcher::match_events;
 use crate::scheduler::StopReason;
 use crate::source::Request;
-use crate::store::{DeliveryRecord, NewDelivery, RunFilter, RunOrigin, RunRecord, RunStatus};
+use crate::store::{DeliveryRecord, RunFilter, RunOrigin, RunRecord, RunStatus};
 
 pub(super) fn scope() -> Scope {
     web::scope("/api/v1")
@@ -432,33 +431,15 @@ async fn replay_delivery(
             )
         }
     };
-    let pipelines = shared.pipelines();
-    let outcome = match_events(&original.source, &parsed.events, &pipelines);
-    let runs = outcome
-        .matches
-        .iter()
-        .map(|m| {
-            Shared::new_run(
-                &pipelines[m.pipeline],
-                &parsed.events[m.event],
-                RunOrigin::Replay,
-            )
-        })
-        .collect();
-    let alert_updates = shared.alert_updates(&parsed.events);
-    let delivery = NewDelivery {
-        source: original.source.clone(),
-        event_type: parsed.event_type.clone(),
-        provider_delivery_id: None,
-        received_at: now_ms(),
-        headers: original.headers.clone(),
+    let event_type = parsed.event_type.clone();
+    let (delivery, _) = shared.match_delivery(
+        &original.source,
+        parsed,
+        original.headers.clone(),
         body,
-        events: parsed.events,
-        skipped: outcome.skipped,
-        runs,
-        replay_of: Some(id),
-        alert_updates,
-    };
+        RunOrigin::Replay,
+        Some(id),
+    );
     match shared.store.record_delivery(delivery).await {
         Ok(recorded) => {
             tracing::info!(delivery = recorded.delivery, replay_of = id, runs = ?recorded.runs.iter().map(|r| r.id).collect::<Vec<_>>(), "delivery replayed");
@@ -466,7 +447,7 @@ async fn replay_delivery(
             HttpResponse::Accepted().json(json!({
                 "delivery": recorded.delivery,
                 "replay_of": id,
-                "event": parsed.event_type,
+                "event": event_type,
                 "runs": recorded.runs,
                 "skipped": recorded.skipped,
             }))

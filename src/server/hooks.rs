@@ -9,10 +9,10 @@ use serde::Serialize;
 
 use super::{error, is_loopback, unavailable};
 use crate::daemon::Shared;
-use crate::matcher::{match_events, Skip};
+use crate::matcher::Skip;
 use crate::metrics::DeliveryOutcome as Outcome;
 use crate::source::Request;
-use crate::store::{NewDelivery, RunOrigin, RunRef};
+use crate::store::{RunOrigin, RunRef};
 
 /// The answer to an accepted webhook.
 #[derive(Debug, Serialize)]
@@ -136,7 +136,7 @@ pub(super) async fn receive(
         count(Outcome::Unauthorized);
         return error(StatusCode::UNAUTHORIZED, e);
     }
-    let mut parsed = match source.parse(&request) {
+    let parsed = match source.parse(&request) {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(source = %source_name, reason = %e, "refused webhook: malformed");
@@ -145,40 +145,18 @@ pub(super) async fn receive(
         }
     };
 
-    let pipelines = shared.pipelines();
-    let outcome = match_events(&source_name, &parsed.events, &pipelines);
-    let runs = outcome
-        .matches
-        .iter()
-        .map(|m| {
-            Shared::new_run(
-                &pipelines[m.pipeline],
-                &parsed.events[m.event],
-                RunOrigin::Webhook,
-            )
-        })
-        .collect();
     let kept: Vec<(String, String)> = headers
         .iter()
         .filter(|(k, _)| source.kept_headers().contains(&k.as_str()))
         .cloned()
         .collect();
-    // A GET's payload is its query string: the source says what to keep.
-    let body = parsed.stored_body.take().unwrap_or(body);
-    let alert_updates = shared.alert_updates(&parsed.events);
-    let delivery = NewDelivery {
-        source: source_name.clone(),
-        event_type: parsed.event_type.clone(),
-        provider_delivery_id: parsed.delivery_id.clone(),
-        received_at: crate::clock::now_ms(),
-        headers: kept,
-        body,
-        events: parsed.events,
-        skipped: outcome.skipped,
-        runs,
-        replay_of: None,
-        alert_updates,
-    };
+    let (event_type, delivery_id, is_ping) = (
+        parsed.event_type.clone(),
+        parsed.delivery_id.clone(),
+        parsed.is_ping,
+    );
+    let (delivery, paths_pending) =
+        shared.match_delivery(&source_name, parsed, kept, body, RunOrigin::Webhook, None);
     let recorded = match shared.store.record_delivery(delivery).await {
         Ok(r) => r,
         Err(e) => {
@@ -193,25 +171,25 @@ pub(super) async fn receive(
         Outcome::Accepted
     });
     if recorded.duplicate {
-        tracing::info!(delivery = recorded.delivery, source = %source_name, provider_delivery_id = ?parsed.delivery_id, "duplicate delivery; nothing new runs");
+        tracing::info!(delivery = recorded.delivery, source = %source_name, provider_delivery_id = ?delivery_id, "duplicate delivery; nothing new runs");
     } else {
         tracing::info!(
             delivery = recorded.delivery,
             source = %source_name,
-            event = %parsed.event_type,
+            event = %event_type,
             runs = ?recorded.runs.iter().map(|r| r.id).collect::<Vec<_>>(),
             "accepted delivery"
         );
         shared.runs_queued(&recorded);
     }
-    let status = if recorded.duplicate || parsed.is_ping {
+    let status = if recorded.duplicate || is_ping {
         StatusCode::OK
     } else {
         StatusCode::ACCEPTED
     };
     HttpResponse::build(status).json(Accepted {
         delivery: recorded.delivery,
-        event: &parsed.event_type,
+        event: &event_type,
         runs: recorded
             .runs
             .into_iter()
@@ -219,9 +197,8 @@ pub(super) async fn receive(
             .map(|(i, RunRef { id, pipeline })| AcceptedRun {
                 id,
                 pipeline,
-                paths: (!recorded.duplicate
-                    && outcome.matches.get(i).is_some_and(|m| m.paths_pending))
-                .then_some("pending"),
+                paths: (!recorded.duplicate && paths_pending.get(i).copied().unwrap_or(false))
+                    .then_some("pending"),
             })
             .collect(),
         skipped: recorded.skipped,
