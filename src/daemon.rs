@@ -272,7 +272,14 @@ pub async fn serve(config: DaemonConfig, pipelines: Vec<Pipeline>) -> anyhow::Re
         tracing::warn!(error = %e, "cannot become a child subreaper; killed grandchildren of steps may linger as zombies");
     }
     if config.admin_token.is_none() {
-        tracing::info!("no admin_token_file configured: the API serves loopback clients only");
+        if config.listen.ip().is_loopback() {
+            tracing::info!("no admin_token_file configured: the API serves loopback clients only");
+        } else {
+            tracing::warn!(
+                listen = %config.listen,
+                "no admin_token_file configured while listening beyond loopback: the API and UI serve direct loopback clients only; set admin_token_file to use them remotely"
+            );
+        }
     }
     crate::metrics::install().context("cannot set up metrics")?;
     crate::metrics::config_loaded(true, crate::clock::now_ms(), false);

@@ -305,6 +305,14 @@ fn authenticate(source: &dyn Source, request: &Request, no_credentials: bool) ->
         };
     }
     match source.authenticate(request) {
+        // A payload file given without a content type is taken as JSON, as
+        // forges and curl --json send it.
+        Err(AuthError::BrowserSendable) if request.header("content-type").is_none() => {
+            Authentication::Ok {
+                reason: "the source has no credentials; the daemon accepts loopback senders only"
+                    .to_string(),
+            }
+        }
         Ok(()) if no_credentials => Authentication::Ok {
             reason: "the source has no credentials; the daemon accepts loopback senders only"
                 .to_string(),

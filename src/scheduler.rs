@@ -60,15 +60,23 @@ impl ActiveRuns {
         }
     }
 
-    fn register(&self, id: i64, group: &str) -> StopHandle {
-        let active = Active {
-            group: group.to_string(),
-            stop: CancellationToken::new(),
-            reason: Arc::new(Mutex::new(None)),
-        };
-        let handle = (active.stop.clone(), Arc::clone(&active.reason));
-        self.with(|runs| runs.insert(id, active));
-        handle
+    /// Takes the group for run `id` (a run, or a run's escalation), unless
+    /// something of the group is already active: check and insert are one
+    /// step, so the dispatcher and the escalation loop cannot both win.
+    fn try_register(&self, id: i64, group: &str) -> Option<StopHandle> {
+        self.with(|runs| {
+            if runs.values().any(|a| a.group == group) {
+                return None;
+            }
+            let active = Active {
+                group: group.to_string(),
+                stop: CancellationToken::new(),
+                reason: Arc::new(Mutex::new(None)),
+            };
+            let handle = (active.stop.clone(), Arc::clone(&active.reason));
+            runs.insert(id, active);
+            Some(handle)
+        })
     }
 
     fn remove(&self, id: i64) {
@@ -83,10 +91,6 @@ impl ActiveRuns {
     /// True when nothing executes.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    fn group_busy(&self, group: &str) -> bool {
-        self.with(|runs| runs.values().any(|a| a.group == group))
     }
 
     /// Stops a running run; false when it is not running here.
@@ -283,15 +287,19 @@ impl Scheduler {
                 continue;
             }
             held.insert(q.concurrency_group.clone());
-            if self.shared.active.group_busy(&q.concurrency_group) {
-                continue;
-            }
             if let Some(due) = q.not_before.filter(|due| *due > now) {
                 next_due = Some(next_due.map_or(due, |n: i64| n.min(due)));
                 continue;
             }
+            // Registered before it is marked running, so that a cancel (API or
+            // `on_new_event: cancel`) never misses a run that is starting.
+            let Some((stop, reason)) = self.shared.active.try_register(q.id, &q.concurrency_group)
+            else {
+                continue;
+            };
             let Some(pipeline) = self.shared.pipeline(&q.pipeline) else {
                 tracing::warn!(run = q.id, pipeline = %q.pipeline, "queued run's pipeline no longer exists");
+                self.shared.active.remove(q.id);
                 self.shared
                     .store
                     .finish_run(
@@ -306,12 +314,19 @@ impl Scheduler {
                 crate::metrics::run_finished(&q.pipeline, RunStatus::Failed.as_str(), None);
                 continue;
             };
-            if !self.shared.store.start_run(q.id, now_ms()).await? {
-                // Superseded or cancelled meanwhile.
-                held.remove(&q.concurrency_group);
-                continue;
+            match self.shared.store.start_run(q.id, now_ms()).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    // Superseded or cancelled meanwhile.
+                    self.shared.active.remove(q.id);
+                    held.remove(&q.concurrency_group);
+                    continue;
+                }
+                Err(e) => {
+                    self.shared.active.remove(q.id);
+                    return Err(e);
+                }
             }
-            let (stop, reason) = self.shared.active.register(q.id, &q.concurrency_group);
             let this = Arc::clone(self);
             self.tracker.spawn(async move {
                 this.execute(q.id, pipeline, stop, reason).await;
@@ -453,25 +468,52 @@ impl Scheduler {
             escalate,
             verify_within_ms,
         };
-        match self
-            .shared
-            .store
-            .finish_run(run_id, end.status, end.reason.as_deref(), now_ms(), then)
-            .await
-        {
-            Ok(Some(retry)) => {
-                let wait = plan.map(|p| p.not_before - now_ms()).unwrap_or(0).max(0);
-                let msg = format!(
-                    "run {}; retry queued as run {retry} (attempt {} of {}) in {:.1}s",
+        // Said before the run turns terminal: followers stop reading then.
+        if let (Some(p), Some(log)) = (plan, log) {
+            let wait = (p.not_before - now_ms()).max(0);
+            log.line(
+                "run",
+                Stream::Hookd,
+                &format!(
+                    "run {}; retrying (attempt {} of {}) in {:.1}s",
                     end.status.as_str(),
                     attempt + 1,
                     pipeline.retry.attempts,
                     wait as f64 / 1000.0
-                );
-                tracing::info!(retry, "{msg}");
-                if let Some(log) = log {
-                    log.line("run", Stream::Hookd, &msg);
+                ),
+            );
+        }
+        if let Some(log) = log {
+            log.flush();
+        }
+        // The group stays taken until the end is on disk: a run whose end was
+        // not recorded would be retried after a restart although it finished.
+        let mut delay = Duration::from_millis(200);
+        let recorded = loop {
+            match self
+                .shared
+                .store
+                .finish_run(
+                    run_id,
+                    end.status,
+                    end.reason.as_deref(),
+                    now_ms(),
+                    then.clone(),
+                )
+                .await
+            {
+                Ok(r) => break Ok(r),
+                Err(e) if delay < Duration::from_secs(30) => {
+                    tracing::warn!(error = %e, "cannot record the end of the run; trying again");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
                 }
+                Err(e) => break Err(e),
+            }
+        };
+        match recorded {
+            Ok(Some(retry)) => {
+                tracing::info!(retry, "retry queued as run {retry}");
                 self.shared.wake_scheduler();
             }
             Ok(None) => {
@@ -740,7 +782,7 @@ impl Scheduler {
 
     /// Runs a pipeline's `on_failure` steps for run `id` (suppressed,
     /// ineffective, failed or timed out), appending to its log and its steps.
-    async fn escalate(&self, id: i64, reason: String) {
+    async fn escalate(&self, id: i64, reason: String, stop: CancellationToken) {
         let store = &self.shared.store;
         let run = match store.run(id).await {
             Ok(Some(run)) => run,
@@ -768,7 +810,6 @@ impl Scheduler {
             }
         };
         log.line("run", Stream::Hookd, &format!("escalating: {reason}"));
-        let stop = CancellationToken::new();
         let deadline = pipeline.timeout.map(|t| Instant::now() + t);
         let (source, payload) = self.delivery_of(&run).await;
         let ok = match self.workdir(&run, &pipeline, &log, deadline, &stop).await {
@@ -852,17 +893,31 @@ impl Scheduler {
             }
             match store.pending_escalations().await {
                 Ok(pending) => {
-                    for (id, _) in pending {
-                        if !started.insert(id) {
+                    for (id, pipeline) in pending {
+                        if started.contains(&id) || self.draining.is_cancelled() {
                             continue;
                         }
+                        // An escalation takes its run's concurrency group like a
+                        // run: it may share the working tree, and shutdown and
+                        // cancel reach it the same way.
+                        let group = self
+                            .shared
+                            .pipeline(&pipeline)
+                            .map_or_else(|| pipeline.clone(), |p| p.concurrency_group.clone());
+                        let Some((stop, _)) = self.shared.active.try_register(id, &group) else {
+                            continue;
+                        };
+                        started.insert(id);
                         let reason = match store.run(id).await {
                             Ok(Some(r)) => r.escalation_reason.unwrap_or_default(),
                             _ => String::new(),
                         };
                         let this = Arc::clone(&self);
-                        self.tracker
-                            .spawn(async move { this.escalate(id, reason).await });
+                        self.tracker.spawn(async move {
+                            this.escalate(id, reason, stop).await;
+                            this.shared.active.remove(id);
+                            this.shared.wake_scheduler();
+                        });
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot list pending escalations"),

@@ -219,3 +219,72 @@ fn the_example_pipelines_validate() {
         );
     }
 }
+
+/// Without an admin token the API trusts only this machine: not a reverse
+/// proxy on it, not a DNS-rebinding page, not a form a web page could post.
+#[test]
+fn without_a_token_only_direct_loopback_json_requests_are_trusted() {
+    let env = Env::new("", &[("m", "on: [{manual: {}}]\nsteps: [{run: 'true'}]\n")]);
+    let daemon = env.start();
+    let h = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    assert_eq!(daemon.request("GET", "/api/v1/runs", &[], b"").0, 200);
+    let proxied = h(&[("X-Forwarded-For", "203.0.113.9")]);
+    assert_eq!(daemon.request("GET", "/api/v1/runs", &proxied, b"").0, 403);
+    let rebound = h(&[("Host", "evil.example:8080")]);
+    assert_eq!(daemon.request("GET", "/api/v1/runs", &rebound, b"").0, 403);
+    let form = h(&[("Content-Type", "application/x-www-form-urlencoded")]);
+    let (status, text) = daemon.request("POST", "/api/v1/pipelines/m/trigger", &form, b"");
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("application/json"), "{text}");
+    assert!(daemon.runs().is_empty());
+    let json = h(&[("Content-Type", "application/json")]);
+    assert_eq!(
+        daemon
+            .request("POST", "/api/v1/pipelines/m/trigger", &json, b"{}")
+            .0,
+        202
+    );
+    // The same for a source without credentials.
+    let github = std::fs::read(fixture_path("github/ping.json")).expect("fixture");
+    let unsigned = |extra: &[(&str, &str)]| {
+        let mut v = h(&[("X-GitHub-Event", "ping"), ("X-GitHub-Delivery", "p")]);
+        v.extend(h(extra));
+        v
+    };
+    drop(daemon);
+    std::fs::write(
+        env.path().join("hookd.yaml"),
+        "listen: 127.0.0.1:0\nsources:\n  open: { kind: github }\n",
+    )
+    .expect("config");
+    let daemon = env.start();
+    let (status, text) = daemon.request(
+        "POST",
+        "/hooks/open",
+        &unsigned(&[("Content-Type", "text/plain")]),
+        &github,
+    );
+    assert_eq!(status, 401, "{text}");
+    let (status, _) = daemon.request(
+        "POST",
+        "/hooks/open",
+        &unsigned(&[
+            ("Content-Type", "application/json"),
+            ("X-Real-IP", "203.0.113.9"),
+        ]),
+        &github,
+    );
+    assert_eq!(status, 401);
+    let (status, text) = daemon.request(
+        "POST",
+        "/hooks/open",
+        &unsigned(&[("Content-Type", "application/json")]),
+        &github,
+    );
+    assert_eq!(status, 200, "{text}");
+}

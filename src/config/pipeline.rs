@@ -796,6 +796,20 @@ fn validate_repo(errs: &mut Errors, base: &Path, raw: Option<RawRepo>) -> Repo {
         if u.value.trim().is_empty() {
             errs.at(u.referenced, "repo.url: empty");
         }
+    } else {
+        // Credentials go only to a URL the operator wrote, never to one a
+        // payload names.
+        for (key, v) in [
+            ("ssh_key_file", &raw.ssh_key_file),
+            ("token_file", &raw.token_file),
+        ] {
+            if let Some(v) = v {
+                errs.at(
+                    v.referenced,
+                    format!("repo.{key}: needs repo.url (without it the clone URL comes from the webhook, and credentials are never sent to a URL a payload names)"),
+                );
+            }
+        }
     }
     Repo {
         url: raw.url.map(|u| u.value),
@@ -1061,6 +1075,10 @@ retry: { attempts: 2, backoff: 30s }
             (
                 "on: [{alert: {status: sometimes}}]\nsteps: [{run: x}]\n",
                 "on[0].alert.status: \"sometimes\" is not one of firing, resolved, any",
+            ),
+            (
+                "on: [{push: {}}]\nrepo: {token_file: /etc/t}\nsteps: [{run: x}]\n",
+                "pipelines/infra.yaml:2:20: repo.token_file: needs repo.url",
             ),
             (
                 "on: [{push: {}}]\nremediation: {cooldown: 10m}\nsteps: [{run: x}]\n",

@@ -57,6 +57,10 @@ pub(crate) fn refuse(req: &HttpRequest, shared: &Shared) -> Option<HttpResponse>
             "no admin_token_file is configured: the API serves loopback clients only",
         )),
         Access::Wrong => Some(error(StatusCode::UNAUTHORIZED, "wrong bearer token")),
+        Access::BrowserSendable => Some(error(
+            StatusCode::FORBIDDEN,
+            "no admin_token_file is configured: POST with Content-Type: application/json (a request a web page cannot forge)",
+        )),
         Access::Missing => Some(
             HttpResponse::Unauthorized()
                 .insert_header(("WWW-Authenticate", "Bearer"))

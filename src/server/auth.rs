@@ -17,7 +17,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use super::is_loopback;
+use super::direct_loopback;
 use crate::daemon::Shared;
 
 /// Name of the web UI's session cookie.
@@ -36,6 +36,9 @@ pub(crate) enum Access {
     Wrong,
     /// No token is configured and the client is not on loopback.
     LoopbackOnly,
+    /// No token is configured and the request is one a web page in a local
+    /// browser could send (a POST without a JSON content type).
+    BrowserSendable,
 }
 
 /// The cookie value that proves knowledge of `token`.
@@ -69,10 +72,22 @@ pub(crate) fn cookie(req: &HttpRequest, name: &str) -> Option<String> {
 /// Decides whether `req` may read the API, the UI or the metrics.
 pub(crate) fn check(req: &HttpRequest, shared: &Shared) -> Access {
     let Some(token) = &shared.config.admin_token else {
-        return if is_loopback(req.peer_addr()) {
+        if !direct_loopback(req) {
+            return Access::LoopbackOnly;
+        }
+        // Without a token, a web page open in a local browser could POST to
+        // us; it cannot send application/json without a CORS preflight,
+        // which hookd never grants.
+        let safe = matches!(req.method().as_str(), "GET" | "HEAD");
+        let json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim_start().starts_with("application/json"));
+        return if safe || json {
             Access::Allowed
         } else {
-            Access::LoopbackOnly
+            Access::BrowserSendable
         };
     };
     let bearer = req

@@ -7,7 +7,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use serde::Serialize;
 
-use super::{error, is_loopback, unavailable};
+use super::{direct_loopback, error, unavailable};
 use crate::daemon::Shared;
 use crate::matcher::Skip;
 use crate::metrics::DeliveryOutcome as Outcome;
@@ -129,7 +129,7 @@ pub(super) async fn receive(
         headers: &headers,
         query: req.query_string(),
         body: &body,
-        from_loopback: is_loopback(req.peer_addr()),
+        from_loopback: direct_loopback(&req),
     };
     if let Err(e) = source.authenticate(&request) {
         tracing::warn!(source = %source_name, peer = ?req.peer_addr(), reason = %e, "refused webhook: authentication failed");

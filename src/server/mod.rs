@@ -149,6 +149,31 @@ pub(crate) fn unavailable(message: impl std::fmt::Display) -> HttpResponse {
         .json(serde_json::json!({ "error": message.to_string() }))
 }
 
+/// True when the request comes from this machine itself: a loopback peer,
+/// no proxy headers (a reverse proxy on the same host makes every client
+/// look like loopback), and a loopback `Host` (a DNS-rebinding page in a
+/// local browser names its own host).
+pub(crate) fn direct_loopback(req: &actix_web::HttpRequest) -> bool {
+    let proxied = ["forwarded", "x-forwarded-for", "x-real-ip"]
+        .iter()
+        .any(|h| req.headers().contains_key(*h));
+    let host_ok = match req.headers().get(actix_web::http::header::HOST) {
+        None => true,
+        Some(h) => h.to_str().is_ok_and(is_loopback_host),
+    };
+    is_loopback(req.peer_addr()) && !proxied && host_ok
+}
+
+/// `localhost`, `127.x.y.z` or `[::1]`, with an optional port.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 /// True for 127.0.0.0/8, ::1 and IPv4-mapped loopback.
 pub(crate) fn is_loopback(addr: Option<SocketAddr>) -> bool {
     match addr.map(|a| a.ip()) {

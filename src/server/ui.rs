@@ -257,6 +257,12 @@ fn gate(req: &HttpRequest, shared: &Shared) -> Option<HttpResponse> {
             "Forbidden",
             "no admin_token_file is configured: the web UI serves loopback clients only".into(),
         )),
+        Access::BrowserSendable => Some(message(
+            shared,
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "no admin_token_file is configured: the web UI takes no form posts".into(),
+        )),
     }
 }
 

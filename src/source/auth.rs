@@ -107,13 +107,23 @@ pub(crate) fn secrets_equal(given: &[u8], expected: &[u8]) -> bool {
     a.as_slice().ct_eq(b.as_slice()).into()
 }
 
-/// Sources without credentials serve loopback senders only.
+/// Sources without credentials serve loopback senders only, and only
+/// requests a web page in a local browser cannot forge: a POST with a JSON
+/// content type (which a page cannot send cross-origin without a CORS
+/// preflight, which hookd never grants).
 pub(crate) fn loopback_only(req: &Request) -> Result<(), AuthError> {
-    if req.from_loopback {
-        Ok(())
-    } else {
-        Err(AuthError::NotLoopback)
+    if !req.from_loopback {
+        return Err(AuthError::NotLoopback);
     }
+    let json = req.header("content-type").is_some_and(|ct| {
+        ct.trim()
+            .to_ascii_lowercase()
+            .starts_with("application/json")
+    });
+    if req.is_get() || !json {
+        return Err(AuthError::BrowserSendable);
+    }
+    Ok(())
 }
 
 /// A `name: <prefix><hex HMAC-SHA256 of the body>` header (GitHub's and

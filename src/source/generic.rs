@@ -92,14 +92,6 @@ fn flat_object(form: &[u8], skip: Option<&str>) -> serde_json::Value {
     serde_json::Value::Object(map)
 }
 
-fn is_json(req: &Request) -> bool {
-    req.header("content-type").is_some_and(|ct| {
-        ct.trim()
-            .to_ascii_lowercase()
-            .starts_with("application/json")
-    })
-}
-
 /// `<prefix><encoded HMAC of the raw body>` in the configured header.
 fn check_hmac(req: &Request, h: &HmacConfig, secret: &Secret) -> Result<(), AuthError> {
     let header = || std::borrow::Cow::Owned(h.header.clone());
@@ -166,11 +158,7 @@ impl Source for GenericSource {
     fn authenticate(&self, req: &Request) -> Result<(), AuthError> {
         let c = &self.credentials;
         if c.is_empty() {
-            loopback_only(req)?;
-            if req.is_get() || !is_json(req) {
-                return Err(AuthError::BrowserSendable);
-            }
-            return Ok(());
+            return loopback_only(req);
         }
         match (&self.settings.hmac, &c.hmac_secret) {
             (Some(h), Some(secret)) => check_hmac(req, h, secret)?,

@@ -259,10 +259,15 @@ mod tests {
     #[test]
     fn without_credentials_only_loopback_is_accepted() {
         let s = source(None);
-        let mut req = request(&[], b"{}");
+        let json = [("content-type".to_string(), "application/json".to_string())];
+        let mut req = request(&json, b"{}");
         assert_eq!(s.authenticate(&req), Err(AuthError::NotLoopback));
         req.from_loopback = true;
         assert_eq!(s.authenticate(&req), Ok(()));
+        // Not a request a web page in a local browser could forge.
+        let mut form = request(&[], b"{}");
+        form.from_loopback = true;
+        assert_eq!(s.authenticate(&form), Err(AuthError::BrowserSendable));
     }
 
     /// Every GitHub fixture parses into the expected normalized event.

@@ -147,6 +147,12 @@ impl SqliteStore {
     ) -> Result<T, StoreError> {
         let (tx, rx) = oneshot::channel::<Result<T, StoreError>>();
         let job: Job = Box::new(move |txn: &Transaction| {
+            // The caller gave up (deadline passed, answered 503): do nothing,
+            // or its sender would retry something that was stored after all.
+            if tx.is_closed() {
+                let gone: Completion = Box::new(|_| {});
+                return (false, gone);
+            }
             let result = f(txn);
             let ok = result.is_ok();
             let completion: Completion = Box::new(move |commit| {
@@ -393,10 +399,15 @@ fn check_gate(
     now: i64,
 ) -> Result<Option<(RunStatus, String, bool)>, StoreError> {
     let fp = &gate.fingerprint;
+    // One episode = one fingerprint and startsAt. Senders without startsAt:
+    // an episode lasts until the alert resolves (a later firing is new).
     let episode: Option<i64> = txn
         .query_row(
             "SELECT id FROM runs WHERE pipeline = ?1 AND alert_fingerprint = ?2
-               AND alert_starts_at IS ?3 AND alert_status = ?4 LIMIT 1",
+               AND alert_starts_at IS ?3 AND alert_status = ?4
+               AND (?3 IS NOT NULL OR created_at > COALESCE(
+                     (SELECT resolved_at FROM alerts WHERE fingerprint = ?2 AND ?4 = 'firing'), 0))
+             ORDER BY id DESC LIMIT 1",
             params![pipeline, fp, gate.starts_at, gate.status],
             |r| r.get(0),
         )
@@ -636,9 +647,11 @@ fn insert_retry(
     let n = txn
         .execute(
             "INSERT INTO runs (delivery_id, pipeline, concurrency_group, trigger, status, event, git_ref,
-                               commit_sha, attempt, created_at, origin, seq, not_before, retry_of)
+                               commit_sha, attempt, created_at, origin, seq, not_before, retry_of,
+                               alert_fingerprint, alert_starts_at, alert_status)
              SELECT delivery_id, pipeline, concurrency_group, trigger, 'queued', event, git_ref,
-                    commit_sha, attempt + 1, ?2, origin, COALESCE(seq, id), ?3, id
+                    commit_sha, attempt + 1, ?2, origin, COALESCE(seq, id), ?3, id,
+                    alert_fingerprint, alert_starts_at, alert_status
              FROM runs WHERE id = ?1",
             params![id, now, plan.not_before],
         )
@@ -783,6 +796,26 @@ impl Store for SqliteStore {
                     None => None,
                 };
                 out.push(Recovered { id, pgids, retry });
+            }
+            // Escalations that were running: failed, their steps interrupted.
+            let escalating: Vec<i64> = txn
+                .prepare("SELECT id FROM runs WHERE escalation_status = 'running' ORDER BY id")
+                .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+                .map_err(StoreError::sqlite("find escalations left running"))?;
+            for id in escalating {
+                let pgids: Vec<i32> = txn
+                    .prepare_cached("SELECT pgid FROM steps WHERE run_id = ?1 AND status = 'running' AND pgid IS NOT NULL")
+                    .and_then(|mut s| s.query_map([id], |r| r.get(0))?.collect())
+                    .map_err(StoreError::sqlite(format!("read process groups of run {id}")))?;
+                close_steps(txn, id, RunStatus::Interrupted, now)?;
+                txn.execute(
+                    "UPDATE runs SET escalation_status = 'failed',
+                            escalation_reason = COALESCE(escalation_reason, '') || ' (interrupted: hookd stopped during the escalation)'
+                     WHERE id = ?1",
+                    [id],
+                )
+                .map_err(StoreError::sqlite(format!("mark the escalation of run {id} failed")))?;
+                out.push(Recovered { id, pgids, retry: None });
             }
             Ok(out)
         })
@@ -943,12 +976,19 @@ impl Store for SqliteStore {
     ) -> Result<Option<i64>, StoreError> {
         let reason = reason.map(str::to_string);
         self.write(move |txn| {
+            // A run ends once: a run already terminal (cancelled through the
+            // API meanwhile, superseded) keeps the status it has.
+            let n = txn
+                .execute(
+                    "UPDATE runs SET status = ?2, reason = ?3, finished_at = ?4
+                     WHERE id = ?1 AND status IN ('queued', 'running')",
+                    params![id, status.as_str(), reason, now],
+                )
+                .map_err(StoreError::sqlite(format!("finish run {id}")))?;
+            if n == 0 {
+                return Ok(None);
+            }
             close_steps(txn, id, status, now)?;
-            txn.execute(
-                "UPDATE runs SET status = ?2, reason = ?3, finished_at = ?4 WHERE id = ?1",
-                params![id, status.as_str(), reason, now],
-            )
-            .map_err(StoreError::sqlite(format!("finish run {id}")))?;
             if let Some(why) = &then.escalate {
                 txn.execute(
                     "UPDATE runs SET escalation_reason = ?2, escalation_status = 'pending' WHERE id = ?1",
@@ -1074,7 +1114,14 @@ impl Store for SqliteStore {
         max_runs_per_pipeline: Option<usize>,
     ) -> Result<Pruned, StoreError> {
         self.write(move |txn| {
-            let terminal = "status NOT IN ('queued', 'running')";
+            // Finished, and nothing still depends on the row: no pending or
+            // running escalation, no open verification, and no alert still
+            // firing (its runs anchor the episode dedupe and max_runs window).
+            let terminal = "status NOT IN ('queued', 'running')
+                AND COALESCE(escalation_status, '') NOT IN ('pending', 'running')
+                AND NOT (effective IS NULL AND verify_until IS NOT NULL)
+                AND NOT (alert_fingerprint IS NOT NULL AND EXISTS
+                    (SELECT 1 FROM alerts a WHERE a.fingerprint = alert_fingerprint AND a.status = 'firing'))";
             let mut doomed: Vec<i64> = Vec::new();
             if let Some(age) = max_age_ms {
                 let mut ids: Vec<i64> = txn
@@ -1590,5 +1637,154 @@ mod tests {
             .expect("refused")
             .to_string();
         assert!(err.contains("schema version 99 is newer"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod remediation_tests {
+    use super::*;
+    use crate::event::{AlertEvent, AlertStatus, Event};
+    use crate::store::{AlertGate, AlertUpdate, NewRun};
+
+    fn alert(starts_at: Option<&str>) -> (Event, AlertGate) {
+        let event = Event::Alert(AlertEvent {
+            status: AlertStatus::Firing,
+            name: "DiskFull".into(),
+            fingerprint: "fp1".into(),
+            labels: Default::default(),
+            annotations: Default::default(),
+            starts_at: starts_at.map(str::to_string),
+            ends_at: None,
+            generator_url: None,
+            group_labels: Default::default(),
+            group_key: None,
+            external_url: None,
+            extra: Default::default(),
+        });
+        let gate = AlertGate {
+            fingerprint: "fp1".into(),
+            starts_at: starts_at.map(str::to_string),
+            status: "firing".into(),
+            cooldown_ms: None,
+            max_runs: None,
+            window_ms: 3_600_000,
+            escalate: false,
+        };
+        (event, gate)
+    }
+
+    fn delivery(now: i64, run: Option<NewRun>, update: AlertUpdate) -> NewDelivery {
+        NewDelivery {
+            source: "alerts".into(),
+            event_type: "alert".into(),
+            provider_delivery_id: None,
+            received_at: now,
+            headers: Vec::new(),
+            body: b"{}".to_vec(),
+            events: Vec::new(),
+            skipped: Vec::new(),
+            runs: run.into_iter().collect(),
+            replay_of: None,
+            alert_updates: vec![update],
+        }
+    }
+
+    fn run(event: Event, gate: AlertGate) -> NewRun {
+        NewRun {
+            pipeline: "fix".into(),
+            concurrency_group: "fix".into(),
+            trigger: "alert".into(),
+            event,
+            git_ref: None,
+            commit: None,
+            origin: RunOrigin::Webhook,
+            supersede: false,
+            alert: Some(gate),
+        }
+    }
+
+    fn update(status: &str) -> AlertUpdate {
+        AlertUpdate {
+            fingerprint: "fp1".into(),
+            status: status.into(),
+            starts_at: None,
+            cancel_pipelines: vec!["fix".into()],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_retried_remediation_keeps_its_alert() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        let (event, gate) = alert(Some("2026-11-27T10:00:00Z"));
+        let first = store
+            .record_delivery(delivery(1_000, Some(run(event, gate)), update("firing")))
+            .await
+            .expect("record");
+        let id = first.runs[0].id;
+        assert!(store.start_run(id, 1_001).await.expect("start"));
+        let plan = RetryPlan {
+            not_before: 1_002,
+            only_if_no_newer: false,
+        };
+        let after = AfterRun {
+            retry: Some(plan),
+            ..Default::default()
+        };
+        let retry = store
+            .finish_run(id, RunStatus::Failed, None, 1_002, after)
+            .await
+            .expect("finish")
+            .expect("retry");
+        let r = store.run(retry).await.expect("read").expect("exists");
+        assert_eq!(r.alert_fingerprint.as_deref(), Some("fp1"));
+        // The resolved notification cancels the queued retry.
+        store
+            .record_delivery(delivery(1_003, None, update("resolved")))
+            .await
+            .expect("resolve");
+        let r = store.run(retry).await.expect("read").expect("exists");
+        assert_eq!(r.status, RunStatus::Cancelled);
+    }
+
+    #[tokio::test]
+    async fn alerts_without_starts_at_run_again_after_resolving() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        let (event, gate) = alert(None);
+        let first = store
+            .record_delivery(delivery(
+                1_000,
+                Some(run(event.clone(), gate.clone())),
+                update("firing"),
+            ))
+            .await
+            .expect("record");
+        assert_eq!(first.runs.len(), 1);
+        let repeat = store
+            .record_delivery(delivery(
+                2_000,
+                Some(run(event.clone(), gate.clone())),
+                update("firing"),
+            ))
+            .await
+            .expect("record");
+        assert!(
+            repeat.runs.is_empty(),
+            "a repeat of the episode runs nothing"
+        );
+        store
+            .record_delivery(delivery(3_000, None, update("resolved")))
+            .await
+            .expect("resolve");
+        let again = store
+            .record_delivery(delivery(4_000, Some(run(event, gate)), update("firing")))
+            .await
+            .expect("record");
+        assert_eq!(
+            again.runs.len(),
+            1,
+            "firing after resolving is a new episode"
+        );
     }
 }
