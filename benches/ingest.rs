@@ -29,9 +29,9 @@
 //! hookd measurement hookd is killed with SIGKILL and its database must hold
 //! at least every delivery a 2xx was sent for.
 
-mod support;
 #[path = "support/ceiling.rs"]
 mod ceiling;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -86,7 +86,7 @@ impl Wrk {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Measured {
     wrk: Wrk,
     cpu_s: f64,
@@ -94,6 +94,9 @@ struct Measured {
     peak_rss_mib: f64,
     rss_after_mib: f64,
     client_cpu_s: f64,
+    /// CPU seconds during the load by thread name (threads that exited
+    /// during the load are missed; hookd's are long-lived).
+    threads: Vec<(String, f64)>,
 }
 
 struct Setup {
@@ -140,6 +143,7 @@ fn main() {
 
     let scratch = scratch("ingest-");
     let setup = prepare(scratch.path());
+    let fsync_us = fdatasync_probe(scratch.path());
     header(&format!(
         "ingest: {} byte signed push ({}), wrk -t1, {secs} s per measurement, {rounds} rounds, {}",
         setup.body.len(),
@@ -174,7 +178,14 @@ fn main() {
             order.rotate_left(round % kinds.len());
             for kind in order {
                 let reject = *conns == 64 && kind != Kind::HookdQueue;
-                let (m, r, runs) = measure(&setup, kind, *conns, secs, reject.then_some(reject_secs), round);
+                let (m, r, runs) = measure(
+                    &setup,
+                    kind,
+                    *conns,
+                    secs,
+                    reject.then_some(reject_secs),
+                    round,
+                );
                 eprintln!(
                     "  round {} {:>2} conns {:<32} {:>8.0} ok/s p50 {:>6.2} ms p99 {:>7.2} ms cpu {:>5.2}+{:.2} s rss {:>6.1} MiB{}",
                     round + 1,
@@ -186,7 +197,7 @@ fn main() {
                     m.cpu_s,
                     m.child_cpu_s,
                     m.peak_rss_mib,
-                    r.map(|r| format!(" | reject {:.0}/s p99 {:.2} ms", r.wrk.all_per_s(), r.wrk.p99_ms)).unwrap_or_default()
+                    r.as_ref().map(|r| format!(" | reject {:.0}/s p99 {:.2} ms", r.wrk.all_per_s(), r.wrk.p99_ms)).unwrap_or_default()
                 );
                 match results.iter_mut().find(|(k, _)| *k == (*conns, kind)) {
                     Some((_, v)) => v.push(m),
@@ -220,36 +231,143 @@ fn main() {
             let what = |m: &str| format!("{}, {conns} conns: {m}", kind.label());
             let col = |f: fn(&Measured) -> f64| ms.iter().map(f).collect::<Vec<_>>();
             let wrk_cpu = median(&col(|m| m.client_cpu_s)) / secs as f64;
-            row("ingest", &what("accepted req/s"), &col(|m| m.wrk.ok_per_s()), "req/s",
-                &format!("wrk used {:.0}% of its CPU", wrk_cpu * 100.0));
-            row("ingest", &what("p50 latency"), &col(|m| m.wrk.p50_ms), "ms", "");
+            row(
+                "ingest",
+                &what("accepted req/s"),
+                &col(|m| m.wrk.ok_per_s()),
+                "req/s",
+                &format!("wrk used {:.0}% of its CPU", wrk_cpu * 100.0),
+            );
+            row(
+                "ingest",
+                &what("p50 latency"),
+                &col(|m| m.wrk.p50_ms),
+                "ms",
+                "",
+            );
             let p99_note = if kind.is_hookd() && *conns == 64 && *kind == Kind::HookdSupersede {
                 let p99 = median(&col(|m| m.wrk.p99_ms));
                 format!("goal <= 15 ms: {}", verdict(p99 <= 15.0))
             } else {
                 String::new()
             };
-            row("ingest", &what("p99 latency"), &col(|m| m.wrk.p99_ms), "ms", &p99_note);
-            row("ingest", &what("server CPU during the load"), &col(|m| m.cpu_s), "s",
-                &format!("children: {} s (median)", fmt(median(&col(|m| m.child_cpu_s)))));
-            row("ingest", &what("CPU per accepted request"),
-                &col(|m| m.cpu_s / m.wrk.ok() * 1e6), "us", "server's own CPU / 2xx answers");
-            row("ingest", &what("peak RSS (VmHWM)"), &col(|m| m.peak_rss_mib), "MiB", "");
+            row(
+                "ingest",
+                &what("p99 latency"),
+                &col(|m| m.wrk.p99_ms),
+                "ms",
+                &p99_note,
+            );
+            row(
+                "ingest",
+                &what("server CPU during the load"),
+                &col(|m| m.cpu_s),
+                "s",
+                &format!(
+                    "children: {} s (median)",
+                    fmt(median(&col(|m| m.child_cpu_s)))
+                ),
+            );
+            row(
+                "ingest",
+                &what("CPU per accepted request"),
+                &col(|m| m.cpu_s / m.wrk.ok() * 1e6),
+                "us",
+                "server's own CPU / 2xx answers",
+            );
+            row(
+                "ingest",
+                &what("peak RSS (VmHWM)"),
+                &col(|m| m.peak_rss_mib),
+                "MiB",
+                "",
+            );
             if kind.is_hookd() {
-                row("ingest", &what("RSS after the load (VmRSS)"), &col(|m| m.rss_after_mib), "MiB",
-                    "right after the load");
+                row(
+                    "ingest",
+                    &what("RSS after the load (VmRSS)"),
+                    &col(|m| m.rss_after_mib),
+                    "MiB",
+                    "right after the load",
+                );
+            }
+            if kind.is_hookd() && *conns == 64 {
+                // Where hookd's CPU goes, per accepted request, by thread.
+                for (thread, label) in [
+                    (
+                        "actix-server",
+                        "HTTP worker: read, verify, parse, match, answer",
+                    ),
+                    (
+                        "hookd-store-wri",
+                        "store writer thread: SQLite inserts, commit",
+                    ),
+                    ("hookd-store-che", "WAL checkpoint thread"),
+                    (
+                        "hookd",
+                        "tokio workers + blocking pool: scheduler, runs, reads",
+                    ),
+                ] {
+                    let v: Vec<f64> = ms
+                        .iter()
+                        .map(|m| {
+                            m.threads
+                                .iter()
+                                .filter(|(n, _)| n == thread)
+                                .map(|(_, s)| s)
+                                .sum::<f64>()
+                                / m.wrk.ok()
+                                * 1e6
+                        })
+                        .collect();
+                    row(
+                        "ingest",
+                        &what(&format!("CPU/request in {thread}")),
+                        &v,
+                        "us",
+                        label,
+                    );
+                }
             }
         }
     }
     for (kind, rs) in &rejects {
         let col = |f: fn(&Measured) -> f64| rs.iter().map(f).collect::<Vec<_>>();
         let what = |m: &str| format!("{}, 64 conns, wrong signature: {m}", kind.label());
-        let non401 = rs.iter().map(|m| m.wrk.requests - m.wrk.status_errors).sum::<f64>();
-        let code = if *kind == Kind::Webhook { "500 (webhook's answer to a bad signature)" } else { "401" };
-        row("reject", &what("refusals/s"), &col(|m| m.wrk.all_per_s()), "req/s",
-            &if non401 > 0.0 { format!("{non401} answers were 2xx!") } else { format!("every answer {code}") });
-        row("reject", &what("p99 latency"), &col(|m| m.wrk.p99_ms), "ms", "");
-        row("reject", &what("server CPU during the load"), &col(|m| m.cpu_s), "s", &format!("{reject_secs} s of load"));
+        let non401 = rs
+            .iter()
+            .map(|m| m.wrk.requests - m.wrk.status_errors)
+            .sum::<f64>();
+        let code = if *kind == Kind::Webhook {
+            "500 (webhook's answer to a bad signature)"
+        } else {
+            "401"
+        };
+        row(
+            "reject",
+            &what("refusals/s"),
+            &col(|m| m.wrk.all_per_s()),
+            "req/s",
+            &if non401 > 0.0 {
+                format!("{non401} answers were 2xx!")
+            } else {
+                format!("every answer {code}")
+            },
+        );
+        row(
+            "reject",
+            &what("p99 latency"),
+            &col(|m| m.wrk.p99_ms),
+            "ms",
+            "",
+        );
+        row(
+            "reject",
+            &what("server CPU during the load"),
+            &col(|m| m.cpu_s),
+            "s",
+            &format!("{reject_secs} s of load"),
+        );
     }
     // Ratios, each within one round.
     let ratio = |conns: u32, a: Kind, b: Kind| -> Vec<f64> {
@@ -266,24 +384,79 @@ fn main() {
         } else {
             String::new()
         };
-        row("ratio", &format!("hookd supersede / webhook, {conns} conns, accepted req/s"), &r, "x", &note);
+        row(
+            "ratio",
+            &format!("hookd supersede / webhook, {conns} conns, accepted req/s"),
+            &r,
+            "x",
+            &note,
+        );
         let r = ratio(conns, Kind::HookdSupersede, Kind::Ceiling);
         let note = if conns == 64 {
             format!("goal >= 0.5x: {}", verdict(median(&r) >= 0.5))
         } else {
             String::new()
         };
-        row("ratio", &format!("hookd supersede / ceiling, {conns} conns, accepted req/s"), &r, "x", &note);
+        row(
+            "ratio",
+            &format!("hookd supersede / ceiling, {conns} conns, accepted req/s"),
+            &r,
+            "x",
+            &note,
+        );
     }
-    row("ratio", "hookd queue / webhook, 64 conns, accepted req/s",
-        &ratio(64, Kind::HookdQueue, Kind::Webhook), "x", "");
-    row("ratio", "hookd queue / ceiling, 64 conns, accepted req/s",
-        &ratio(64, Kind::HookdQueue, Kind::Ceiling), "x", "");
+    row(
+        "ratio",
+        "hookd queue / webhook, 64 conns, accepted req/s",
+        &ratio(64, Kind::HookdQueue, Kind::Webhook),
+        "x",
+        "",
+    );
+    row(
+        "ratio",
+        "hookd queue / ceiling, 64 conns, accepted req/s",
+        &ratio(64, Kind::HookdQueue, Kind::Ceiling),
+        "x",
+        "",
+    );
+    row(
+        "disk",
+        "one fdatasync of a 4 KiB overwrite (before the loads)",
+        &fsync_us,
+        "us",
+        "how fast this disk syncs right now; SQLite syncs once per group commit",
+    );
     if !stored_runs.is_empty() {
-        row("ingest", "hookd supersede, 64 conns: runs stored per measurement", &stored_runs, "runs",
-            "every 2xx found in the database after SIGKILL");
+        row(
+            "ingest",
+            "hookd supersede, 64 conns: runs stored per measurement",
+            &stored_runs,
+            "runs",
+            "every 2xx found in the database after SIGKILL",
+        );
     }
     eprintln!("ingest took {:.0} s", started.elapsed().as_secs_f64());
+}
+
+/// Microseconds of `fdatasync` after overwriting 4 KiB of a preallocated
+/// file, 200 times (the disk's sync latency at the time of the run).
+fn fdatasync_probe(dir: &Path) -> Vec<f64> {
+    use std::io::{Seek, SeekFrom, Write};
+    let path = dir.join("fsync-probe");
+    let mut f = std::fs::File::create(&path).expect("probe file");
+    f.write_all(&vec![0u8; 1 << 20]).expect("preallocate");
+    f.sync_all().expect("sync");
+    let page = vec![7u8; 4096];
+    let mut out = Vec::new();
+    for i in 0..200u64 {
+        f.seek(SeekFrom::Start((i % 256) * 4096)).expect("seek");
+        f.write_all(&page).expect("write");
+        let t = Instant::now();
+        f.sync_data().expect("fdatasync");
+        out.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    let _ = std::fs::remove_file(&path);
+    out
 }
 
 /// Scratch layout: a local repository whose two commits the push body names
@@ -344,7 +517,12 @@ fn pipeline(repo: &Path, mode: &str) -> String {
     )
 }
 
-fn start(setup: &Setup, kind: Kind, round: usize, conns: u32) -> (Server, Option<tempfile::TempDir>) {
+fn start(
+    setup: &Setup,
+    kind: Kind,
+    round: usize,
+    conns: u32,
+) -> (Server, Option<tempfile::TempDir>) {
     let port = free_port();
     match kind {
         Kind::Webhook => {
@@ -364,12 +542,21 @@ fn start(setup: &Setup, kind: Kind, round: usize, conns: u32) -> (Server, Option
             (Server::start(cmd, port, "ceiling listening"), None)
         }
         Kind::HookdSupersede | Kind::HookdQueue => {
-            let mode = if kind == Kind::HookdSupersede { "supersede" } else { "queue" };
+            let mode = if kind == Kind::HookdSupersede {
+                "supersede"
+            } else {
+                "queue"
+            };
             let d = tempfile::Builder::new()
                 .prefix(&format!("hookd-{mode}-{conns}-{round}-"))
                 .tempdir_in(&setup.dir)
                 .expect("hookd dir");
-            write_hookd_config(d.path(), port, "", &[("apply", &pipeline(&setup.app_repo, mode))]);
+            write_hookd_config(
+                d.path(),
+                port,
+                "",
+                &[("apply", &pipeline(&setup.app_repo, mode))],
+            );
             (start_hookd(d.path(), port, Some(SERVER_CPU)), Some(d))
         }
     }
@@ -379,26 +566,39 @@ fn sanity(setup: &Setup, server: &Server, kind: Kind) {
     let url = format!("{}/hooks/github", server.base);
     let mut headers = github_headers(&setup.body, &format!("sanity-{}", std::process::id()));
     let (status, text) = http("POST", &url, &headers, &setup.body).expect("sanity request");
-    assert!((200..300).contains(&status), "{kind:?} refused a good delivery: {status} {text}");
+    assert!(
+        (200..300).contains(&status),
+        "{kind:?} refused a good delivery: {status} {text}"
+    );
     headers.retain(|(k, _)| *k != "X-Hub-Signature-256");
     headers.push(("X-Hub-Signature-256", setup.bad_sig.clone()));
     let (status, text) = http("POST", &url, &headers, &setup.body).expect("sanity request");
     // adnanh/webhook treats a bad signature as an error evaluating the rule:
     // 500 "Error occurred while evaluating hook rules.", not the mismatch code.
     let expected = if kind == Kind::Webhook { 500 } else { 401 };
-    assert_eq!(status, expected, "{kind:?} answered a wrong signature with {status} {text}");
+    assert_eq!(
+        status, expected,
+        "{kind:?} answered a wrong signature with {status} {text}"
+    );
 }
 
 fn run_wrk(setup: &Setup, base: &str, conns: u32, secs: u64, sig: &str, tag: &str) -> (Wrk, f64) {
     let mut cmd = pinned(Some(CLIENT_CPU), Path::new("/usr/bin/wrk"));
-    cmd.args(["-t1", &format!("-c{conns}"), &format!("-d{secs}s"), "--timeout", "5s", "-s"])
-        .arg(&setup.lua)
-        .arg(base)
-        .arg("--")
-        .arg(&setup.body_file)
-        .arg(sig)
-        .arg("/hooks/github")
-        .arg(tag);
+    cmd.args([
+        "-t1",
+        &format!("-c{conns}"),
+        &format!("-d{secs}s"),
+        "--timeout",
+        "5s",
+        "-s",
+    ])
+    .arg(&setup.lua)
+    .arg(base)
+    .arg("--")
+    .arg(&setup.body_file)
+    .arg(sig)
+    .arg("/hooks/github")
+    .arg(tag);
     let child = cmd
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -427,7 +627,12 @@ fn run_wrk(setup: &Setup, base: &str, conns: u32, secs: u64, sig: &str, tag: &st
     let line = text
         .lines()
         .find(|l| l.starts_with("WRKSUMMARY"))
-        .unwrap_or_else(|| panic!("wrk printed no summary:\n{text}\n{}", String::from_utf8_lossy(&out.stderr)));
+        .unwrap_or_else(|| {
+            panic!(
+                "wrk printed no summary:\n{text}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
     let field = |name: &str| -> f64 {
         line.split_whitespace()
             .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
@@ -460,8 +665,19 @@ fn measure(
     let pid = server.pid();
     let one = |sig: &str, secs: u64, tag: &str| -> Measured {
         let (cpu0, child0) = cpu_seconds(pid);
+        let threads0 = cpu_by_thread(pid);
         let (wrk, client_cpu_s) = run_wrk(setup, &server.base, conns, secs, sig, tag);
         let (cpu1, child1) = cpu_seconds(pid);
+        let threads = cpu_by_thread(pid)
+            .into_iter()
+            .map(|(name, s)| {
+                let before = threads0
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map_or(0.0, |(_, b)| *b);
+                (name, s - before)
+            })
+            .collect();
         Measured {
             wrk,
             cpu_s: cpu1 - cpu0,
@@ -469,11 +685,16 @@ fn measure(
             peak_rss_mib: status_mib(pid, "VmHWM"),
             rss_after_mib: status_mib(pid, "VmRSS"),
             client_cpu_s,
+            threads,
         }
     };
     let accepted = one(&setup.good_sig, secs, &format!("r{round}"));
     if accepted.wrk.socket_errors > 0.0 {
-        eprintln!("  note: {} socket errors against {}", accepted.wrk.socket_errors, kind.label());
+        eprintln!(
+            "  note: {} socket errors against {}",
+            accepted.wrk.socket_errors,
+            kind.label()
+        );
     }
     let rejected = reject_secs.map(|s| one(&setup.bad_sig, s, &format!("x{round}")));
     let mut runs = None;
@@ -484,7 +705,9 @@ fn measure(
         let db = dir.path().join("data/hookd.db");
         let conn = rusqlite::Connection::open(&db).expect("open hookd.db");
         let deliveries: f64 = conn
-            .query_row("SELECT count(*) FROM deliveries", [], |r| r.get::<_, i64>(0))
+            .query_row("SELECT count(*) FROM deliveries", [], |r| {
+                r.get::<_, i64>(0)
+            })
             .expect("count deliveries") as f64;
         let stored: f64 = conn
             .query_row("SELECT count(*) FROM runs", [], |r| r.get::<_, i64>(0))

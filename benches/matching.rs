@@ -96,7 +96,10 @@ fn main() {
     for (n, matches, skipped) in matched {
         let sample = out_dir.join(format!("match_events/{n}/new/sample.json"));
         let Ok(text) = std::fs::read_to_string(&sample) else {
-            eprintln!("no criterion samples at {} (filtered out?)", sample.display());
+            eprintln!(
+                "no criterion samples at {} (filtered out?)",
+                sample.display()
+            );
             continue;
         };
         let v: serde_json::Value = serde_json::from_str(&text).expect("sample.json");

@@ -11,6 +11,7 @@
 #   matching  benches/matching.rs  match_events at 10 / 1,000 / 10,000 pipelines (criterion)
 #   memory    benches/memory.rs    RSS idle, with 100,000 stored runs, while a step prints 1 GiB
 #   trigger   benches/trigger.rs   webhook -> first step vs git fetch + checkout, 20,000 files
+#   store     benches/store_ingest.rs  the store alone, pinned to one CPU (what ingest can reach)
 #   ingest    benches/ingest.rs    wrk against hookd, adnanh/webhook and the HMAC-only ceiling
 #
 # Everything runs on 127.0.0.1 and every load is bounded in time; the suite
@@ -55,8 +56,17 @@ t1=$(date +%s)
 results="$CARGO_TARGET_DIR/bench-results.tsv"
 : >"$results"
 export HOOKD_BENCH_RESULTS="$results"
-for bench in ${HOOKD_BENCH_ONLY:-matching memory trigger ingest}; do
+for bench in ${HOOKD_BENCH_ONLY:-matching memory trigger store ingest}; do
     echo "### $bench" >&2
+    if [ "$bench" = store ]; then
+        # The store alone (no HTTP, no parsing), pinned to the one CPU the
+        # ingest servers get: what SQLite with fsync allows hookd at most.
+        taskset -c 0 cargo bench --locked --quiet --bench store_ingest 2>&1 | tee /dev/stderr |
+            awk -v OFS='\t' '
+                /^group commit/ { print "store", "store alone, pinned to CPU 0: group commit (benches/store_ingest.rs)", $(NF-2), $(NF-1), $NF, "deliv/s", "8 KB bodies, 64 writers, 5 rounds" }
+                /^one transaction per delivery/ { print "store", "store alone, pinned to CPU 0: one transaction per delivery", $(NF-2), $(NF-1), $NF, "deliv/s", "one fsync per delivery" }' >>"$results"
+        continue
+    fi
     cargo bench --locked --quiet --bench "$bench" 2>&1 | grep -v '^\s*Running ' >&2
 done
 t2=$(date +%s)

@@ -65,13 +65,35 @@ fn main() {
     git(&work, &["commit", "-q", "-m", "initial"]);
     let served = dir.join("served");
     std::fs::create_dir_all(&served).expect("served dir");
-    git(dir, &["clone", "-q", "--bare", work.to_str().expect("utf-8 path"), served.join("infra.git").to_str().expect("utf-8")]);
-    git(&work, &["remote", "add", "served", served.join("infra.git").to_str().expect("utf-8")]);
+    git(
+        dir,
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            work.to_str().expect("utf-8 path"),
+            served.join("infra.git").to_str().expect("utf-8"),
+        ],
+    );
+    git(
+        &work,
+        &[
+            "remote",
+            "add",
+            "served",
+            served.join("infra.git").to_str().expect("utf-8"),
+        ],
+    );
 
     let git_port = free_port();
     let mut daemon_cmd = Command::new("git");
     daemon_cmd
-        .args(["daemon", "--reuseaddr", "--export-all", "--listen=127.0.0.1"])
+        .args([
+            "daemon",
+            "--reuseaddr",
+            "--export-all",
+            "--listen=127.0.0.1",
+        ])
         .arg(format!("--port={git_port}"))
         .arg(format!("--base-path={}", served.display()))
         .arg(&served);
@@ -93,12 +115,25 @@ fn main() {
     // Same starting state for both: the first commit checked out.
     let mut head = git(&work, &["rev-parse", "HEAD"]);
     let t = Instant::now();
-    let first = push_and_wait(&hookd, &url, "0000000000000000000000000000000000000000", &head, &out, 0);
-    eprintln!("  hookd initial checkout of {files} files: {:.1} s (run {first:?})", t.elapsed().as_secs_f64());
+    let first = push_and_wait(
+        &hookd,
+        &url,
+        "0000000000000000000000000000000000000000",
+        &head,
+        &out,
+        0,
+    );
+    eprintln!(
+        "  hookd initial checkout of {files} files: {:.1} s (run {first:?})",
+        t.elapsed().as_secs_f64()
+    );
     let base = dir.join("cli");
     let t = Instant::now();
     git(dir, &["clone", "-q", &url, base.to_str().expect("utf-8")]);
-    eprintln!("  git clone of {files} files: {:.1} s", t.elapsed().as_secs_f64());
+    eprintln!(
+        "  git clone of {files} files: {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
 
     let (mut ours, mut theirs, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..pushes {
@@ -122,9 +157,15 @@ fn main() {
             (h, cli())
         } else {
             let c = cli();
-            (push_and_wait(&hookd, &url, &before, &head, &out, i + 1).1, c)
+            (
+                push_and_wait(&hookd, &url, &before, &head, &out, i + 1).1,
+                c,
+            )
         };
-        eprintln!("  push {:>2}: hookd {h:>7.1} ms, git fetch+checkout {c:>7.1} ms", i + 1);
+        eprintln!(
+            "  push {:>2}: hookd {h:>7.1} ms, git fetch+checkout {c:>7.1} ms",
+            i + 1
+        );
         ours.push(h);
         theirs.push(c);
         ratios.push(h / c);
@@ -132,8 +173,20 @@ fn main() {
     header(&format!(
         "trigger latency: {files}-file repository over git:// on 127.0.0.1, {pushes} pushes of one commit"
     ));
-    row("trigger", "hookd: webhook sent -> first step running", &ours, "ms", "persistent workspace, libgit2");
-    row("trigger", "git CLI: git fetch + git checkout -f", &theirs, "ms", "clone at the previous commit");
+    row(
+        "trigger",
+        "hookd: webhook sent -> first step running",
+        &ours,
+        "ms",
+        "persistent workspace, libgit2",
+    );
+    row(
+        "trigger",
+        "git CLI: git fetch + git checkout -f",
+        &theirs,
+        "ms",
+        "clone at the previous commit",
+    );
     let ratio_of_medians = median(&ours) / median(&theirs);
     row(
         "ratio",
@@ -146,6 +199,25 @@ fn main() {
             verdict(median(&ratios) <= 1.2)
         ),
     );
+    if std::env::var_os("HOOKD_BENCH_VERBOSE").is_some() {
+        // Where the last push's time went: hookd's log and the run log.
+        let text = hookd.log_text();
+        let lines: Vec<&str> = text.lines().collect();
+        eprintln!(
+            "--- hookd log (last 25 lines)\n{}",
+            lines[lines.len().saturating_sub(25)..].join("\n")
+        );
+        let runs = hookd_dir.join("data/runs");
+        if let Some(last) = std::fs::read_dir(&runs).ok().and_then(|d| {
+            d.filter_map(Result::ok)
+                .filter_map(|e| e.file_name().to_str()?.parse::<i64>().ok())
+                .max()
+        }) {
+            let log = std::fs::read_to_string(runs.join(last.to_string()).join("log"))
+                .unwrap_or_default();
+            eprintln!("--- run {last} log\n{log}");
+        }
+    }
     drop(hookd);
     eprintln!("trigger took {:.0} s", began.elapsed().as_secs_f64());
 }
@@ -176,11 +248,18 @@ fn push_and_wait(
     .into_bytes();
     let headers = github_headers(&body, &format!("trigger-{n}-{after}"));
     let sent = now_ns();
-    let (status, text) = http("POST", &format!("{}/hooks/github", hookd.base), &headers, &body)
-        .expect("send push");
+    let (status, text) = http(
+        "POST",
+        &format!("{}/hooks/github", hookd.base),
+        &headers,
+        &body,
+    )
+    .expect("send push");
     assert_eq!(status, 202, "push not accepted: {text}");
     let v: serde_json::Value = serde_json::from_str(&text).expect("json answer");
-    let id = v["runs"][0]["id"].as_i64().unwrap_or_else(|| panic!("no run queued: {text}"));
+    let id = v["runs"][0]["id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no run queued: {text}"));
     let marker = out.join(format!("started-{id}"));
     let started: u128 = wait_until(Duration::from_secs(120), "the step to start", || {
         std::fs::read_to_string(&marker)

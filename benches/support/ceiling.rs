@@ -45,7 +45,10 @@ async fn receive(req: HttpRequest, body: web::Bytes, secret: web::Data<Secret>) 
 /// Serves on `addr` until killed.
 pub fn serve(addr: &str, secret_file: &str) -> std::io::Result<()> {
     let addr = addr.to_string();
-    let secret = std::fs::read_to_string(&secret_file)?.trim_end().as_bytes().to_vec();
+    let secret = std::fs::read_to_string(secret_file)?
+        .trim_end()
+        .as_bytes()
+        .to_vec();
     let secret = web::Data::new(Secret(secret));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -203,6 +203,39 @@ pub fn cpu_seconds(pid: u32) -> (f64, f64) {
     ((f[11] + f[12]) / tck, (f[13] + f[14]) / tck)
 }
 
+/// CPU seconds (user + system) of each thread of a process, summed by thread
+/// name (`comm`), e.g. `actix-server`, `hookd-store-wri`, `hookd`.
+pub fn cpu_by_thread(pid: u32) -> Vec<(String, f64)> {
+    let tck = clk_tck();
+    let mut out: Vec<(String, f64)> = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for task in tasks.filter_map(Result::ok) {
+        let (Ok(comm), Ok(stat)) = (
+            std::fs::read_to_string(task.path().join("comm")),
+            std::fs::read_to_string(task.path().join("stat")),
+        ) else {
+            continue;
+        };
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<f64> = rest
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0.0))
+            .collect();
+        if f.len() < 13 {
+            continue;
+        }
+        let secs = (f[11] + f[12]) / tck;
+        let name = comm.trim().to_string();
+        match out.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, s)) => *s += secs,
+            None => out.push((name, secs)),
+        }
+    }
+    out
+}
+
 /// A `VmRSS`/`VmHWM`-style field of `/proc/<pid>/status`, in MiB.
 pub fn status_mib(pid: u32, field: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -257,8 +290,14 @@ impl Server {
             .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
         let log = Arc::new(Mutex::new(Vec::new()));
         for pipe in [
-            child.stderr.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-            child.stdout.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
         ]
         .into_iter()
         .flatten()
@@ -332,9 +371,12 @@ impl Drop for Server {
 }
 
 /// The release hookd this bench was built with (`cargo bench` builds it with
-/// the `bench` profile, which is `release`).
+/// the `bench` profile, which is `release`), or `$HOOKD_BENCH_HOOKD` (to
+/// compare two builds of hookd with the same harness).
 pub fn hookd_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_hookd"))
+    std::env::var_os("HOOKD_BENCH_HOOKD")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_hookd")))
 }
 
 /// A hookd data layout in `dir`: hookd.yaml, the github source's secret,
