@@ -292,28 +292,38 @@ fn main() {
                 );
             }
             if kind.is_hookd() && *conns == 64 {
-                // Where hookd's CPU goes, per accepted request, by thread.
-                for (thread, label) in [
+                // Where hookd's CPU goes, per accepted request, by thread
+                // (names are cut to 15 bytes: "actix-server wo" is a worker).
+                type Class = fn(&str) -> bool;
+                let classes: [(&str, &str, Class); 4] = [
                     (
-                        "actix-server",
-                        "HTTP worker: read, verify, parse, match, answer",
+                        "HTTP worker (actix-server*)",
+                        "read, verify, parse, match, answer",
+                        |n| n.starts_with("actix-server"),
                     ),
                     (
-                        "hookd-store-wri",
-                        "store writer thread: SQLite inserts, commit",
+                        "store writer thread",
+                        "SQLite inserts, commit, fdatasync",
+                        |n| n == "hookd-store-wri",
                     ),
-                    ("hookd-store-che", "WAL checkpoint thread"),
                     (
-                        "hookd",
-                        "tokio workers + blocking pool: scheduler, runs, reads",
+                        "WAL checkpoint thread",
+                        "copies WAL pages into the database",
+                        |n| n == "hookd-store-che",
                     ),
-                ] {
+                    (
+                        "other threads (tokio, blocking)",
+                        "scheduler, runs, reads, logging",
+                        |n| !n.starts_with("actix-server") && !n.starts_with("hookd-store-"),
+                    ),
+                ];
+                for (name, label, class) in classes {
                     let v: Vec<f64> = ms
                         .iter()
                         .map(|m| {
                             m.threads
                                 .iter()
-                                .filter(|(n, _)| n == thread)
+                                .filter(|(n, _)| class(n))
                                 .map(|(_, s)| s)
                                 .sum::<f64>()
                                 / m.wrk.ok()
@@ -322,7 +332,7 @@ fn main() {
                         .collect();
                     row(
                         "ingest",
-                        &what(&format!("CPU/request in {thread}")),
+                        &what(&format!("CPU/request, {name}")),
                         &v,
                         "us",
                         label,
