@@ -536,7 +536,7 @@ fn start(
     let port = free_port();
     match kind {
         Kind::Webhook => {
-            let mut cmd = pinned(Some(SERVER_CPU), Path::new("/usr/bin/webhook"));
+            let mut cmd = pinned(Some(SERVER_CPU), Path::new("webhook"));
             cmd.arg("-hooks")
                 .arg(setup.dir.join("hooks.json"))
                 .args(["-ip", "127.0.0.1", "-port", &port.to_string()])
@@ -593,7 +593,7 @@ fn sanity(setup: &Setup, server: &Server, kind: Kind) {
 }
 
 fn run_wrk(setup: &Setup, base: &str, conns: u32, secs: u64, sig: &str, tag: &str) -> (Wrk, f64) {
-    let mut cmd = pinned(Some(CLIENT_CPU), Path::new("/usr/bin/wrk"));
+    let mut cmd = pinned(Some(CLIENT_CPU), Path::new("wrk"));
     cmd.args([
         "-t1",
         &format!("-c{conns}"),
