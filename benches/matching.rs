@@ -1,0 +1,129 @@
+//! `hookd::matcher::match_events` for one push event against 10, 1,000 and
+//! 10,000 pipelines (criterion). The pipelines mix the filters people write,
+//! without path filters (those are decided after the fetch): exact and glob
+//! repositories, exact, `*`, `**` and negated branch globs, tag-only
+//! triggers, source lists, catch-alls, and a manual trigger next to a push
+//! one. The event (a push to `main` of `org-7/repo-7` from source `github`)
+//! matches a few of them, as a real event would; every other pipeline gets
+//! its skip reason, as the server's answer requires.
+//!
+//! `cargo bench --bench matching`. Besides criterion's own report, prints
+//! min / median / max of the per-iteration time over criterion's samples.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion};
+use hookd::config::{parse_pipeline, DaemonConfig, Pipeline};
+use hookd::event::{Event, PushEvent};
+use hookd::matcher::match_events;
+
+mod support;
+
+const SIZES: [usize; 3] = [10, 1_000, 10_000];
+
+fn on(i: usize) -> String {
+    let org = i % 50;
+    match i % 8 {
+        0 => format!("  - push: {{repository: org-{org}/repo-{i}, branches: [main]}}"),
+        1 => format!("  - push: {{repository: 'org-{org}/*', branches: ['release/*']}}"),
+        2 => format!("  - push: {{repository: 'org-{org}/*', tags: ['v*']}}"),
+        3 => format!("  - push: {{repository: 'org-{org}/svc-*', branches: [main, 'feature/**', '!feature/wip-*']}}"),
+        4 => format!("  - push: {{sources: [gitlab], repository: 'org-{org}/*', branches: [main]}}"),
+        5 => format!("  - push: {{repository: 'team-{i}/*'}}"),
+        6 => format!("  - push: {{repository: 'org-{org}/repo-{i}', branches: ['env/*/{i}']}}\n  - manual: {{}}"),
+        _ => format!("  - push: {{repository: 'org-*/repo-{i}', branches: ['**']}}"),
+    }
+}
+
+fn pipelines(n: usize, daemon: &DaemonConfig) -> Vec<Arc<Pipeline>> {
+    (0..n)
+        .map(|i| {
+            let text = format!(
+                "name: p{i}\non:\n{}\nrepo: {{url: 'file:///srv/git/x'}}\nsteps: [{{run: 'true'}}]\n",
+                on(i)
+            );
+            Arc::new(
+                parse_pipeline(Path::new("p.yaml"), &text, daemon)
+                    .unwrap_or_else(|e| panic!("pipeline {i}: {e:?}\n{text}")),
+            )
+        })
+        .collect()
+}
+
+fn event() -> Vec<Event> {
+    vec![Event::Push(PushEvent::new(
+        "org-7/repo-7".into(),
+        "refs/heads/main".into(),
+        "737d38c599c1b2991664dfc6155d6bf516fcce36",
+        "fd489864e7642b48eaad6e3f155c10e46810ec72",
+        None,
+        None,
+    ))]
+}
+
+fn main() {
+    let daemon = DaemonConfig::from_yaml(
+        Path::new("hookd.yaml"),
+        "sources:\n  github: {kind: github}\n  gitlab: {kind: gitlab}\n",
+    )
+    .expect("daemon config");
+    let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("criterion");
+    let mut c = Criterion::default()
+        .output_directory(&out_dir)
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .configure_from_args();
+    let events = event();
+    let mut matched = Vec::new();
+    {
+        let mut group = c.benchmark_group("match_events");
+        for n in SIZES {
+            let ps = pipelines(n, &daemon);
+            let outcome = match_events("github", &events, &ps);
+            matched.push((n, outcome.matches.len(), outcome.skipped.len()));
+            group.bench_with_input(BenchmarkId::from_parameter(n), &ps, |b, ps| {
+                b.iter(|| match_events("github", std::hint::black_box(&events), ps))
+            });
+        }
+        group.finish();
+    }
+    c.final_summary();
+
+    support::header("matching: match_events, one push event, criterion samples");
+    for (n, matches, skipped) in matched {
+        let sample = out_dir.join(format!("match_events/{n}/new/sample.json"));
+        let Ok(text) = std::fs::read_to_string(&sample) else {
+            eprintln!(
+                "no criterion samples at {} (filtered out?)",
+                sample.display()
+            );
+            continue;
+        };
+        let v: serde_json::Value = serde_json::from_str(&text).expect("sample.json");
+        let per_iter_us: Vec<f64> = v["iters"]
+            .as_array()
+            .expect("iters")
+            .iter()
+            .zip(v["times"].as_array().expect("times"))
+            .map(|(i, t)| t.as_f64().unwrap_or(f64::NAN) / i.as_f64().unwrap_or(f64::NAN) / 1e3)
+            .collect();
+        let note = if n == 10_000 {
+            format!(
+                "{matches} match, {skipped} skipped; goal <= 50 us: {}",
+                support::verdict(support::median(&per_iter_us) <= 50.0)
+            )
+        } else {
+            format!("{matches} match, {skipped} skipped")
+        };
+        support::row(
+            "matching",
+            &format!("match_events, {n} pipelines, per event"),
+            &per_iter_us,
+            "us",
+            &note,
+        );
+    }
+}
