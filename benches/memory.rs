@@ -272,8 +272,10 @@ fn seed(data_dir: &Path, n: usize) {
                                 commit: Some("fd489864e7642b48eaad6e3f155c10e46810ec72".into()),
                                 origin: RunOrigin::Webhook,
                                 supersede: true,
+                                alert: None,
                             }],
                             replay_of: None,
+                            alert_updates: Vec::new(),
                         })
                         .await
                         .expect("record");
