@@ -436,14 +436,12 @@ fn validate(
         match t {
             RawTrigger::Manual(RawManual {}) => triggers.push(Trigger::Manual),
             RawTrigger::Push(p) => {
-                if let Some(t) = validate_push(&mut errs, i, p, daemon) {
-                    triggers.push(Trigger::Push(Box::new(t)));
-                }
+                triggers.push(Trigger::Push(Box::new(validate_push(
+                    &mut errs, i, p, daemon,
+                ))));
             }
             RawTrigger::Alert(a) => {
-                if let Some(t) = validate_alert(&mut errs, i, a, daemon) {
-                    triggers.push(Trigger::Alert(t));
-                }
+                triggers.push(Trigger::Alert(validate_alert(&mut errs, i, a, daemon)))
             }
         }
     }
@@ -566,30 +564,37 @@ fn validate_concurrency(
     (group, policy)
 }
 
-fn validate_alert(
+/// A trigger's `sources:`, each checked against the daemon's sources.
+fn trigger_sources(
     errs: &mut Errors,
-    i: usize,
-    a: RawAlert,
+    field: &str,
+    list: &Option<Vec<Spanned<String>>>,
     daemon: &DaemonConfig,
-) -> Option<AlertTrigger> {
-    let field = format!("on[{i}].alert");
-    let before = errs.is_empty();
-    let sources = a.sources.as_ref().map(|list| {
-        for (j, s) in list.iter().enumerate() {
-            if !daemon.sources.contains_key(&s.value) {
-                let known: Vec<&str> = daemon.sources.keys().map(String::as_str).collect();
-                errs.at(
-                    s.referenced,
-                    format!(
-                        "{field}.sources[{j}]: unknown source {:?} (configured: {})",
-                        s.value,
+) -> Option<Vec<String>> {
+    let list = list.as_ref()?;
+    for (j, s) in list.iter().enumerate() {
+        if !daemon.sources.contains_key(&s.value) {
+            let known: Vec<&str> = daemon.sources.keys().map(String::as_str).collect();
+            errs.at(
+                s.referenced,
+                format!(
+                    "{field}.sources[{j}]: unknown source {:?} (configured: {})",
+                    s.value,
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
                         known.join(", ")
-                    ),
-                );
-            }
+                    }
+                ),
+            );
         }
-        list.iter().map(|s| s.value.clone()).collect()
-    });
+    }
+    Some(list.iter().map(|s| s.value.clone()).collect())
+}
+
+fn validate_alert(errs: &mut Errors, i: usize, a: RawAlert, daemon: &DaemonConfig) -> AlertTrigger {
+    let field = format!("on[{i}].alert");
+    let sources = trigger_sources(errs, &field, &a.sources, daemon);
     let mut matchers = Vec::new();
     for (j, m) in a.matchers.iter().enumerate() {
         match LabelMatcher::parse(&m.value) {
@@ -609,11 +614,11 @@ fn validate_alert(
             AlertStatusFilter::Firing
         }
     };
-    (before == errs.is_empty() || !before).then_some(AlertTrigger {
+    AlertTrigger {
         sources,
         matchers,
         status,
-    })
+    }
 }
 
 fn validate_remediation(
@@ -705,34 +710,9 @@ fn patterns(
     }
 }
 
-fn validate_push(
-    errs: &mut Errors,
-    i: usize,
-    p: RawPush,
-    daemon: &DaemonConfig,
-) -> Option<PushTrigger> {
+fn validate_push(errs: &mut Errors, i: usize, p: RawPush, daemon: &DaemonConfig) -> PushTrigger {
     let field = format!("on[{i}].push");
-    let before = errs.is_empty();
-    let sources = p.sources.as_ref().map(|list| {
-        for (j, s) in list.iter().enumerate() {
-            if !daemon.sources.contains_key(&s.value) {
-                let known: Vec<&str> = daemon.sources.keys().map(String::as_str).collect();
-                errs.at(
-                    s.referenced,
-                    format!(
-                        "{field}.sources[{j}]: unknown source {:?} (configured: {})",
-                        s.value,
-                        if known.is_empty() {
-                            "none".to_string()
-                        } else {
-                            known.join(", ")
-                        }
-                    ),
-                );
-            }
-        }
-        list.iter().map(|s| s.value.clone()).collect()
-    });
+    let sources = trigger_sources(errs, &field, &p.sources, daemon);
     let repository = p.repository.as_ref().and_then(|r| {
         Pattern::new(&r.value, true)
             .map_err(|e| errs.at(r.referenced, format!("{field}.repository: {e}")))
@@ -747,14 +727,14 @@ fn validate_push(
         &p.paths_ignore,
         false,
     );
-    (before == errs.is_empty() || !before).then_some(PushTrigger {
+    PushTrigger {
         sources,
         repository,
         branches,
         tags,
         paths,
         paths_ignore,
-    })
+    }
 }
 
 fn validate_repo(errs: &mut Errors, base: &Path, raw: Option<RawRepo>) -> Repo {
