@@ -369,11 +369,7 @@ impl Scheduler {
                     return;
                 }
             };
-            let log = match RunLog::create(
-                &self.shared.run_dir(run_id).join("log"),
-                self.shared.config.max_log_bytes,
-                self.shared.secrets(),
-            ) {
+            let log = match self.open_log(run_id, false).await {
                 Ok(log) => log,
                 Err(e) => {
                     let end =
@@ -423,6 +419,23 @@ impl Scheduler {
         }
         .instrument(span)
         .await
+    }
+
+    /// Opens run `id`'s log (new, or appended to for an escalation) on a
+    /// blocking thread: it creates directories and files.
+    async fn open_log(&self, id: i64, append: bool) -> Result<RunLog, String> {
+        let path = self.shared.run_dir(id).join("log");
+        let (cap, secrets) = (self.shared.config.max_log_bytes, self.shared.secrets());
+        tokio::task::spawn_blocking(move || {
+            if append {
+                RunLog::open_append(&path, cap, secrets)
+            } else {
+                RunLog::create(&path, cap, secrets)
+            }
+        })
+        .await
+        .map_err(|e| format!("log task failed: {e}"))?
+        .map_err(|e| e.to_string())
     }
 
     /// Records the end of a run and queues its retry when the policy says so.
@@ -569,6 +582,7 @@ impl Scheduler {
         }
         let repo = self
             .repo_spec(pipeline, &run.event)
+            .await
             .map_err(|msg| RunEnd::new(RunStatus::Failed, msg))?;
         let target = match (
             &run.commit,
@@ -797,11 +811,7 @@ impl Scheduler {
             return;
         };
         let _ = store.set_escalation(id, &reason, "running", now_ms()).await;
-        let log = match RunLog::open_append(
-            &self.shared.run_dir(id).join("log"),
-            self.shared.config.max_log_bytes,
-            self.shared.secrets(),
-        ) {
+        let log = match self.open_log(id, true).await {
             Ok(log) => log,
             Err(e) => {
                 tracing::warn!(run = id, error = %e, "cannot open the run log to escalate");
@@ -863,7 +873,6 @@ impl Scheduler {
     /// Closes verification windows and runs pending escalations, every
     /// second; returns when shutdown begins.
     pub async fn escalation_loop(self: Arc<Self>) {
-        let mut started: HashSet<i64> = HashSet::new();
         loop {
             let store = &self.shared.store;
             match store.due_verifications(now_ms()).await {
@@ -894,12 +903,14 @@ impl Scheduler {
             match store.pending_escalations().await {
                 Ok(pending) => {
                     for (id, pipeline) in pending {
-                        if started.contains(&id) || self.draining.is_cancelled() {
+                        if self.draining.is_cancelled() {
                             continue;
                         }
                         // An escalation takes its run's concurrency group like a
                         // run: it may share the working tree, and shutdown and
-                        // cancel reach it the same way.
+                        // cancel reach it the same way. A held group also keeps
+                        // an escalation from starting twice until its status
+                        // leaves `pending`.
                         let group = self
                             .shared
                             .pipeline(&pipeline)
@@ -907,7 +918,6 @@ impl Scheduler {
                         let Some((stop, _)) = self.shared.active.try_register(id, &group) else {
                             continue;
                         };
-                        started.insert(id);
                         let reason = match store.run(id).await {
                             Ok(Some(r)) => r.escalation_reason.unwrap_or_default(),
                             _ => String::new(),
@@ -1112,7 +1122,7 @@ impl Scheduler {
         stop.is_cancelled() && self.draining.is_cancelled()
     }
 
-    fn repo_spec(&self, pipeline: &Pipeline, event: &Event) -> Result<RepoSpec, String> {
+    async fn repo_spec(&self, pipeline: &Pipeline, event: &Event) -> Result<RepoSpec, String> {
         let url = match (&pipeline.repo.url, event) {
             (Some(u), _) => u.clone(),
             (None, Event::Push(p)) => p.clone_url.clone().ok_or_else(|| {
@@ -1125,7 +1135,8 @@ impl Scheduler {
         };
         let token = match &pipeline.repo.token_file {
             Some(f) => Some(
-                std::fs::read_to_string(f)
+                tokio::fs::read_to_string(f)
+                    .await
                     .map(|t| t.trim_end().to_string())
                     .map_err(|e| format!("cannot read repo.token_file {}: {e}", f.display()))?,
             ),
