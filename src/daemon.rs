@@ -174,6 +174,9 @@ impl Shared {
 
     /// The remediation-state changes that the alerts among `events` carry.
     pub fn alert_updates(&self, events: &[Event]) -> Vec<AlertUpdate> {
+        if !events.iter().any(|e| matches!(e, Event::Alert(_))) {
+            return Vec::new();
+        }
         let pipelines = self.pipelines();
         let cancel_pipelines: Vec<String> = pipelines
             .iter()
