@@ -188,7 +188,7 @@ impl Source for AlertmanagerSource {
 mod tests {
     use super::*;
     use crate::config::{BasicAuth, Secret};
-    use crate::source::test_support::{fixture, fixture_count};
+    use crate::source::test_support::{fixture, fixture_count, request as req};
 
     fn source(credentials: Credentials) -> AlertmanagerSource {
         AlertmanagerSource::new(&SourceConfig {
@@ -197,16 +197,6 @@ mod tests {
             credentials,
             generic: None,
         })
-    }
-
-    fn req<'a>(headers: &'a [(String, String)], body: &'a [u8]) -> Request<'a> {
-        Request {
-            method: "POST",
-            headers,
-            query: "",
-            body,
-            from_loopback: false,
-        }
     }
 
     /// Every Alertmanager fixture: (file, alerts as (status, alertname, fingerprint or derived)).

@@ -327,6 +327,7 @@ pub(crate) fn now_secs() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::test_support::request;
 
     fn vectors() -> serde_json::Value {
         let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -406,16 +407,6 @@ mod tests {
         assert!(secrets_equal(b"s3cret", b"s3cret"));
         assert!(!secrets_equal(b"s3cret", b"s3cre"));
         assert!(!secrets_equal(b"", b"s3cret"));
-    }
-
-    fn request<'a>(headers: &'a [(String, String)], body: &'a [u8]) -> Request<'a> {
-        Request {
-            method: "POST",
-            headers,
-            query: "",
-            body,
-            from_loopback: false,
-        }
     }
 
     /// The Standard Webhooks reference vector from test-vectors.json.

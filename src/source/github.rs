@@ -189,6 +189,7 @@ mod tests {
     use super::*;
     use crate::config::Secret;
     use crate::event::RefKind;
+    use crate::source::test_support::request;
     use std::path::PathBuf;
 
     fn source(secret: Option<&str>) -> GithubSource {
@@ -208,16 +209,6 @@ mod tests {
             .join("../shared/fixtures/github")
             .join(name);
         std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
-    }
-
-    fn request<'a>(headers: &'a [(String, String)], body: &'a [u8]) -> Request<'a> {
-        Request {
-            method: "POST",
-            headers,
-            query: "",
-            body,
-            from_loopback: false,
-        }
     }
 
     fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {

@@ -142,7 +142,7 @@ mod tests {
     use super::*;
     use crate::config::Secret;
     use crate::event::{AlertStatus, Event};
-    use crate::source::test_support::fixture;
+    use crate::source::test_support::{fixture, request as req};
 
     fn source(credentials: Credentials) -> GrafanaSource {
         GrafanaSource::new(&SourceConfig {
@@ -151,16 +151,6 @@ mod tests {
             credentials,
             generic: None,
         })
-    }
-
-    fn req<'a>(headers: &'a [(String, String)], body: &'a [u8]) -> Request<'a> {
-        Request {
-            method: "POST",
-            headers,
-            query: "",
-            body,
-            from_loopback: false,
-        }
     }
 
     #[test]
