@@ -8,6 +8,7 @@
 //!
 //! [`Store`] is the seam for a second backend (PostgreSQL, for several nodes).
 
+mod bodies;
 mod sqlite;
 
 pub use sqlite::SqliteStore;

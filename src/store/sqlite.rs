@@ -9,6 +9,7 @@
 //! threads, never on the async executor.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,6 +18,7 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
 use tokio::sync::oneshot;
 
+use super::bodies::{self, BodyLog, BodyRef};
 use super::{
     AfterRun, AlertGate, AlertUpdate, DeliveryFilter, DeliveryRecord, NewDelivery, NewRun, Pruned,
     QueuedRun, Recorded, Recovered, RetryPlan, RetryPolicy, RunFilter, RunOrigin, RunRecord,
@@ -29,10 +31,14 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_scheduling.sql"),
     include_str!("migrations/0003_remediation.sql"),
+    include_str!("migrations/0004_body_segments.sql"),
 ];
 
 /// Most jobs one transaction takes.
 const MAX_BATCH: usize = 512;
+
+/// Past this size the writer restarts the WAL (see [`restart_wal_if_large`]).
+const WAL_RESTART_BYTES: u64 = 64 * 1024 * 1024;
 
 /// A write not committed by then is reported as failed (the HTTP side
 /// answers 503); the database's own busy timeout is 5 s.
@@ -41,11 +47,16 @@ const WRITE_DEADLINE: Duration = Duration::from_secs(10);
 /// A job's answer, sent once the batch it was part of committed (or failed).
 type Completion = Box<dyn FnOnce(Result<(), Arc<StoreError>>) + Send>;
 /// A write job: runs inside a savepoint; `false` rolls its savepoint back.
-type Job = Box<dyn FnOnce(&Transaction) -> (bool, Completion) + Send>;
+/// Bodies it appends to the [`BodyLog`] are written and synced before the
+/// transaction commits.
+type Job = Box<dyn FnOnce(&Transaction, &mut BodyLog) -> (bool, Completion) + Send>;
 
 /// The SQLite store.
 pub struct SqliteStore {
     path: PathBuf,
+    bodies: PathBuf,
+    /// The body segment the writer appends to (pruning never deletes it).
+    current_segment: Arc<AtomicI64>,
     writer: Mutex<Option<mpsc::Sender<Job>>>,
     stop_checkpoints: Mutex<Option<mpsc::Sender<()>>>,
     readers: Arc<Mutex<Vec<Connection>>>,
@@ -62,6 +73,7 @@ fn configure(conn: &Connection, path: &Path) -> Result<(), StoreError> {
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = FULL;
          PRAGMA foreign_keys = ON;
+         PRAGMA temp_store = MEMORY;
          PRAGMA wal_autocheckpoint = 0;",
     )
     .map_err(StoreError::sqlite(format!("configure {}", path.display())))
@@ -94,11 +106,16 @@ impl SqliteStore {
         let mut conn = Connection::open(&path).map_err(open_error(&path))?;
         configure(&conn, &path)?;
         migrate(&mut conn, &path)?;
+        let bodies = data_dir.join("bodies");
+        let log = BodyLog::open(&bodies)?;
+        let current_segment = Arc::new(AtomicI64::new(log.current()));
 
         let (tx, rx) = mpsc::channel::<Job>();
+        let segment = Arc::clone(&current_segment);
+        let wal = data_dir.join("hookd.db-wal");
         let writer = std::thread::Builder::new()
             .name("hookd-store-writer".into())
-            .spawn(move || writer_loop(conn, rx, max_batch))
+            .spawn(move || writer_loop(conn, log, segment, wal, rx, max_batch))
             .map_err(|e| StoreError::Task(format!("spawn writer thread: {e}")))?;
 
         let checkpoint_conn = Connection::open(&path).map_err(open_error(&path))?;
@@ -111,6 +128,8 @@ impl SqliteStore {
 
         Ok(SqliteStore {
             path,
+            bodies,
+            current_segment,
             writer: Mutex::new(Some(tx)),
             stop_checkpoints: Mutex::new(Some(stop_tx)),
             readers: Arc::new(Mutex::new(Vec::new())),
@@ -145,15 +164,23 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Transaction) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
+        self.write_with_bodies(move |txn, _| f(txn)).await
+    }
+
+    /// [`Self::write`] for a job that also stores delivery bodies.
+    async fn write_with_bodies<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Transaction, &mut BodyLog) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
         let (tx, rx) = oneshot::channel::<Result<T, StoreError>>();
-        let job: Job = Box::new(move |txn: &Transaction| {
+        let job: Job = Box::new(move |txn: &Transaction, bodies: &mut BodyLog| {
             // The caller gave up (deadline passed, answered 503): do nothing,
             // or its sender would retry something that was stored after all.
             if tx.is_closed() {
                 let gone: Completion = Box::new(|_| {});
                 return (false, gone);
             }
-            let result = f(txn);
+            let result = f(txn, bodies);
             let ok = result.is_ok();
             let completion: Completion = Box::new(move |commit| {
                 let answer = match (commit, result) {
@@ -245,7 +272,14 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Job>, max_batch: usize) {
+fn writer_loop(
+    mut conn: Connection,
+    mut bodies: BodyLog,
+    current_segment: Arc<AtomicI64>,
+    wal: PathBuf,
+    rx: mpsc::Receiver<Job>,
+    max_batch: usize,
+) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < max_batch {
@@ -254,24 +288,28 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Job>, max_batch: usize) 
                 Err(_) => break,
             }
         }
+        bodies.begin();
+        current_segment.store(bodies.current(), Ordering::Relaxed);
         let mut completions = Vec::with_capacity(batch.len());
         let commit = (|| -> Result<(), StoreError> {
             let txn = conn
                 .transaction()
                 .map_err(StoreError::sqlite("begin write transaction"))?;
             for job in batch.drain(..) {
-                txn.execute_batch("SAVEPOINT job")
-                    .map_err(StoreError::sqlite("savepoint"))?;
-                let (ok, completion) = job(&txn);
+                let mark = bodies.mark();
+                run_cached(&txn, "SAVEPOINT job")?;
+                let (ok, completion) = job(&txn, &mut bodies);
                 completions.push(completion);
-                let end = if ok {
-                    "RELEASE job"
+                if ok {
+                    run_cached(&txn, "RELEASE job")?;
                 } else {
-                    "ROLLBACK TO job; RELEASE job"
-                };
-                txn.execute_batch(end)
-                    .map_err(StoreError::sqlite("end savepoint"))?;
+                    bodies.rewind(mark);
+                    run_cached(&txn, "ROLLBACK TO job")?;
+                    run_cached(&txn, "RELEASE job")?;
+                }
             }
+            // The bodies first: a committed row always points at synced bytes.
+            bodies.flush()?;
             txn.commit().map_err(StoreError::sqlite("commit"))
         })();
         let commit = commit.map_err(|e| {
@@ -283,6 +321,47 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Job>, max_batch: usize) 
         for c in completions {
             c(commit.clone());
         }
+        restart_wal_if_large(&conn, &wal);
+    }
+}
+
+/// Runs a statement with no parameters and no rows through the statement
+/// cache (the writer runs these for every job).
+fn run_cached(txn: &Transaction, sql: &'static str) -> Result<(), StoreError> {
+    txn.prepare_cached(sql)
+        .and_then(|mut s| s.execute([]))
+        .map(|_| ())
+        .map_err(StoreError::sqlite(sql))
+}
+
+/// The WAL is reused from its start only once a checkpoint has copied all
+/// of it while no write was under way; under sustained writes the passive
+/// checkpoints never get there and the file would grow without bound. Past
+/// [`WAL_RESTART_BYTES`] the writer itself waits for one checkpoint that
+/// copies the rest (most of it is copied already) and restarts the WAL.
+fn restart_wal_if_large(conn: &Connection, wal: &Path) {
+    let large = std::fs::metadata(wal).is_ok_and(|m| m.len() > WAL_RESTART_BYTES);
+    if !large {
+        return;
+    }
+    match conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    }) {
+        Ok((0, log, done)) => {
+            tracing::debug!(frames = log, copied = done, "WAL restarted")
+        }
+        Ok((_, log, done)) => {
+            tracing::debug!(
+                frames = log,
+                copied = done,
+                "WAL restart blocked by a reader"
+            )
+        }
+        Err(e) => tracing::warn!(error = %e, wal = %wal.display(), "WAL restart checkpoint failed"),
     }
 }
 
@@ -460,7 +539,7 @@ fn check_gate(
         if count >= i64::from(max) {
             let escalated: bool = txn
                 .query_row(
-                    "SELECT EXISTS (SELECT 1 FROM runs WHERE pipeline = ?1 AND status = 'suppressed'
+                    "SELECT EXISTS (SELECT 1 FROM runs WHERE pipeline = ?1 AND alert_fingerprint IS NOT NULL AND status = 'suppressed'
                        AND escalation_status IS NOT NULL AND created_at > ?2)",
                     params![pipeline, since],
                     |r| r.get(0),
@@ -678,15 +757,16 @@ fn close_steps(txn: &Transaction, id: i64, status: RunStatus, now: i64) -> Resul
 #[async_trait]
 impl Store for SqliteStore {
     async fn record_delivery(&self, d: NewDelivery) -> Result<Recorded, StoreError> {
-        self.write(move |txn| {
+        self.write_with_bodies(move |txn, bodies| {
             if let Some(pid) = &d.provider_delivery_id {
                 let earlier: Option<(i64, String)> = txn
-                    .query_row(
+                    .prepare_cached(
                         "SELECT id, skipped FROM deliveries WHERE source = ?1 AND provider_delivery_id = ?2",
-                        params![d.source, pid],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
                     )
-                    .optional()
+                    .and_then(|mut s| {
+                        s.query_row(params![d.source, pid], |r| Ok((r.get(0)?, r.get(1)?)))
+                            .optional()
+                    })
                     .map_err(StoreError::sqlite("look up provider delivery id"))?;
                 if let Some((id, skipped)) = earlier {
                     return Ok(Recorded {
@@ -700,9 +780,11 @@ impl Store for SqliteStore {
                     });
                 }
             }
+            let body = bodies.append(&d.body);
             txn.prepare_cached(
-                "INSERT INTO deliveries (source, event, provider_delivery_id, received_at, headers, body, events, skipped, replay_of)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "INSERT INTO deliveries (source, event, provider_delivery_id, received_at, headers, body, events, skipped, replay_of,
+                                         body_segment, body_offset, body_len)
+                 VALUES (?1, ?2, ?3, ?4, ?5, X'', ?6, ?7, ?8, ?9, ?10, ?11)",
             )
             .and_then(|mut s| {
                 s.execute(params![
@@ -711,10 +793,12 @@ impl Store for SqliteStore {
                     d.provider_delivery_id,
                     d.received_at,
                     to_json(&d.headers),
-                    d.body,
                     to_json(&d.events),
                     to_json(&d.skipped),
                     d.replay_of,
+                    body.segment,
+                    body.offset,
+                    body.len,
                 ])
             })
             .map_err(StoreError::sqlite(format!("insert delivery from source {}", d.source)))?;
@@ -1113,7 +1197,7 @@ impl Store for SqliteStore {
         max_age_ms: Option<i64>,
         max_runs_per_pipeline: Option<usize>,
     ) -> Result<Pruned, StoreError> {
-        self.write(move |txn| {
+        let (pruned, keep_from) = self.write(move |txn| {
             // Finished, and nothing still depends on the row: no pending or
             // running escalation, no open verification, and no alert still
             // firing (its runs anchor the episode dedupe and max_runs window).
@@ -1171,9 +1255,30 @@ impl Store for SqliteStore {
                     .map_err(StoreError::sqlite("delete deliveries past max_age"))?,
                 None => 0,
             };
-            Ok(Pruned { runs: doomed, deliveries })
+            // Segment numbers grow with delivery ids: the oldest delivery
+            // left holds the oldest segment still needed.
+            let keep_from: Option<i64> = txn
+                .prepare_cached(
+                    "SELECT body_segment FROM deliveries WHERE body_segment IS NOT NULL ORDER BY id LIMIT 1",
+                )
+                .and_then(|mut s| s.query_row([], |r| r.get(0)).optional())
+                .map_err(StoreError::sqlite("find the oldest body segment in use"))?;
+            Ok((Pruned { runs: doomed, deliveries }, keep_from))
         })
-        .await
+        .await?;
+        // Only now that the deletions are committed may the files go.
+        let (dir, current) = (
+            self.bodies.clone(),
+            self.current_segment.load(Ordering::Relaxed),
+        );
+        let segments =
+            tokio::task::spawn_blocking(move || bodies::delete_before(&dir, keep_from, current))
+                .await
+                .map_err(|e| StoreError::Task(e.to_string()))??;
+        if segments > 0 {
+            tracing::info!(segments, "deleted body segments no stored delivery needs");
+        }
+        Ok(pruned)
     }
 
     async fn run(&self, id: i64) -> Result<Option<RunRecord>, StoreError> {
@@ -1303,12 +1408,40 @@ impl Store for SqliteStore {
     }
 
     async fn delivery_body(&self, id: i64) -> Result<Option<Vec<u8>>, StoreError> {
+        let dir = self.bodies.clone();
         self.read(move |conn| {
-            conn.query_row("SELECT body FROM deliveries WHERE id = ?1", [id], |r| {
-                r.get(0)
-            })
-            .optional()
-            .map_err(StoreError::sqlite(format!("read body of delivery {id}")))
+            let row: Option<(Vec<u8>, Option<i64>, Option<i64>, Option<i64>)> = conn
+                .query_row(
+                    "SELECT body, body_segment, body_offset, body_len FROM deliveries WHERE id = ?1",
+                    [id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .optional()
+                .map_err(StoreError::sqlite(format!("read body of delivery {id}")))?;
+            match row {
+                None => Ok(None),
+                // Stored before schema version 4: in the row itself.
+                Some((inline, None, _, _)) => Ok(Some(inline)),
+                Some((_, Some(segment), Some(offset), Some(len))) => bodies::read(
+                    &dir,
+                    BodyRef {
+                        segment,
+                        offset,
+                        len,
+                    },
+                )
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt {
+                    what: "delivery body",
+                    id,
+                    reason: e.to_string(),
+                }),
+                Some(_) => Err(StoreError::Corrupt {
+                    what: "delivery body location",
+                    id,
+                    reason: "body_segment set without body_offset and body_len".into(),
+                }),
+            }
         })
         .await
     }
@@ -1637,6 +1770,87 @@ mod tests {
             .expect("refused")
             .to_string();
         assert!(err.contains("schema version 99 is newer"), "{err}");
+    }
+
+    /// A database written by schema version 3 (bodies inside the rows)
+    /// migrates, and its bodies read back next to new segment-file ones.
+    #[tokio::test]
+    async fn bodies_stored_before_segments_still_read_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("hookd.db");
+        {
+            let conn = Connection::open(&path).expect("open v3");
+            for (i, sql) in MIGRATIONS[..3].iter().enumerate() {
+                conn.execute_batch(sql).expect("migration");
+                conn.pragma_update(None, "user_version", (i + 1) as i64)
+                    .expect("version");
+            }
+            conn.execute(
+                "INSERT INTO deliveries (source, event, received_at, headers, body, events, skipped)
+                 VALUES ('github', 'push', 1, '[]', X'6F6C64', '[]', '[]')",
+                [],
+            )
+            .expect("old row");
+        }
+        let store = SqliteStore::open(dir.path()).expect("migrate");
+        let new = store
+            .record_delivery(delivery(Some("n"), &[]))
+            .await
+            .expect("new");
+        assert_eq!(
+            store.delivery_body(1).await.expect("old"),
+            Some(b"old".to_vec())
+        );
+        assert_eq!(
+            store.delivery_body(new.delivery).await.expect("new"),
+            Some(b"{\"ref\":\"refs/heads/main\"}".to_vec())
+        );
+        assert_eq!(store.delivery_body(99).await.expect("none"), None);
+    }
+
+    /// Pruning deletes a segment once no stored delivery points into it,
+    /// never the one being written, and only after the rows are gone.
+    #[tokio::test]
+    async fn pruning_deletes_body_segments_nothing_needs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let segments = || bodies::segments(&dir.path().join("bodies")).expect("list");
+        let mut old = delivery(Some("old"), &[]);
+        old.received_at = 1_000;
+        let store = SqliteStore::open(dir.path()).expect("open");
+        let first = store.record_delivery(old).await.expect("old");
+        store.close();
+        drop(store);
+        // A restart writes to a new segment.
+        let store = SqliteStore::open(dir.path()).expect("reopen");
+        let second = store
+            .record_delivery(delivery(Some("new"), &["apply"]))
+            .await
+            .expect("new");
+        assert_eq!(segments().len(), 2);
+        let now = 1_700_000_000_000;
+        let pruned = store
+            .prune(now, Some(now - 2_000), None)
+            .await
+            .expect("prune");
+        assert_eq!(pruned.deliveries, 1);
+        assert_eq!(segments().len(), 1, "the old delivery's segment is gone");
+        assert_eq!(
+            store.delivery_body(first.delivery).await.expect("gone"),
+            None
+        );
+        assert!(store
+            .delivery_body(second.delivery)
+            .await
+            .expect("kept")
+            .is_some());
+        // Nothing left at all: the segment being written stays.
+        store
+            .prune(now + 10_000, Some(1), None)
+            .await
+            .expect("prune all");
+        let left = segments();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0], store.current_segment.load(Ordering::Relaxed));
     }
 }
 
