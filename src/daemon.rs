@@ -214,8 +214,15 @@ impl Shared {
             tracing::warn!(runs = ?recorded.suppressed, "remediation suppressed by max_runs");
             self.wake_scheduler();
         }
+        // Only a run whose group is idle can start now; the end of whatever
+        // holds a busy group wakes the scheduler anyway (it is removed from
+        // the active set before that wake, so no run is left waiting). Under
+        // a burst of pushes to one pipeline this spares the scheduler a
+        // queue read per delivery.
+        let mut startable = false;
         for run in &recorded.runs {
             let Some(pipeline) = self.pipeline(&run.pipeline) else {
+                startable = true;
                 continue;
             };
             if pipeline.on_new_event == OnNewEvent::Cancel {
@@ -230,11 +237,13 @@ impl Shared {
                     tracing::info!(run = run.id, cancelled = ?stopped, "newer event cancels running runs");
                 }
             }
+            startable |= !self.active.group_active(&pipeline.concurrency_group);
         }
         if !recorded.superseded.is_empty() {
-            tracing::info!(superseded = ?recorded.superseded, "newer event superseded queued runs");
+            // Each superseded run records why, by which run; the API shows it.
+            tracing::debug!(superseded = ?recorded.superseded, "newer event superseded queued runs");
         }
-        if !recorded.runs.is_empty() {
+        if startable {
             self.wake_scheduler();
         }
     }

@@ -88,6 +88,13 @@ impl ActiveRuns {
         self.with(|runs| runs.len())
     }
 
+    /// True when something of `group` (a run or an escalation) executes:
+    /// a run queued in it cannot start before that ends, and its end wakes
+    /// the scheduler.
+    pub fn group_active(&self, group: &str) -> bool {
+        self.with(|runs| runs.values().any(|a| a.group == group))
+    }
+
     /// True when nothing executes.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
