@@ -2,12 +2,14 @@
 //! `synchronous=FULL` (every commit is fsynced before it returns).
 //!
 //! Writes: one dedicated writer thread owns the only write connection. Callers
-//! send it jobs; it takes every job waiting (up to [`MAX_BATCH`]), runs each in
-//! its own savepoint of one transaction, commits once, then answers them all:
-//! group commit. WAL checkpoints run on a separate thread so a commit never
+//! send it jobs; it takes every job waiting (up to [`MAX_BATCH`]), runs them
+//! in one transaction, commits once, then answers them all: group commit. A
+//! job that fails after changing rows rolls the whole batch back (see
+//! `writer_loop`). WAL checkpoints run on a separate thread so a commit never
 //! pays for one. Reads use a small pool of read-only connections on blocking
 //! threads, never on the async executor.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::mpsc;
@@ -46,7 +48,7 @@ const WRITE_DEADLINE: Duration = Duration::from_secs(10);
 
 /// A job's answer, sent once the batch it was part of committed (or failed).
 type Completion = Box<dyn FnOnce(Result<(), Arc<StoreError>>) + Send>;
-/// A write job: runs inside a savepoint; `false` rolls its savepoint back.
+/// A write job, run inside the batch's transaction; `false` means it failed.
 /// Bodies it appends to the [`BodyLog`] are written and synced before the
 /// transaction commits.
 type Job = Box<dyn FnOnce(&Transaction, &mut BodyLog) -> (bool, Completion) + Send>;
@@ -280,11 +282,19 @@ fn writer_loop(
     rx: mpsc::Receiver<Job>,
     max_batch: usize,
 ) {
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
+    // Jobs not yet run when a batch was abandoned go first in the next one.
+    let mut carried: VecDeque<Job> = VecDeque::new();
+    loop {
+        let mut batch = std::mem::take(&mut carried);
+        if batch.is_empty() {
+            match rx.recv() {
+                Ok(first) => batch.push_back(first),
+                Err(_) => return,
+            }
+        }
         while batch.len() < max_batch {
             match rx.try_recv() {
-                Ok(job) => batch.push(job),
+                Ok(job) => batch.push_back(job),
                 Err(_) => break,
             }
         }
@@ -295,17 +305,28 @@ fn writer_loop(
             let txn = conn
                 .transaction()
                 .map_err(StoreError::sqlite("begin write transaction"))?;
-            for job in batch.drain(..) {
+            while let Some(job) = batch.pop_front() {
+                let changes = txn.total_changes();
                 let mark = bodies.mark();
-                run_cached(&txn, "SAVEPOINT job")?;
                 let (ok, completion) = job(&txn, &mut bodies);
                 completions.push(completion);
                 if ok {
-                    run_cached(&txn, "RELEASE job")?;
-                } else {
-                    bodies.rewind(mark);
-                    run_cached(&txn, "ROLLBACK TO job")?;
-                    run_cached(&txn, "RELEASE job")?;
+                    continue;
+                }
+                bodies.rewind(mark);
+                // No savepoint per job (each one copied every page the
+                // batch had touched into a sub-journal): a job that failed
+                // without changing a row leaves nothing to undo; one that
+                // changed rows, or an error that ended the transaction
+                // (SQLite rolls back by itself on I/O errors, a full disk),
+                // takes the whole batch down, and the jobs not yet run go
+                // to the next one.
+                if txn.total_changes() != changes || txn.is_autocommit() {
+                    carried = std::mem::take(&mut batch);
+                    return Err(StoreError::Task(
+                        "a write failed after changing rows; its whole group commit was rolled back"
+                            .into(),
+                    ));
                 }
             }
             // The bodies first: a committed row always points at synced bytes.
@@ -316,22 +337,14 @@ fn writer_loop(
             tracing::error!(error = %e, "store write transaction failed");
             Arc::new(e)
         });
-        // Jobs never reached (error mid-batch) are dropped: their callers see WriterGone-like errors.
+        // Jobs never reached because BEGIN or a commit step failed are
+        // dropped: their callers see the writer's answer channel close.
         drop(batch);
         for c in completions {
             c(commit.clone());
         }
         restart_wal_if_large(&conn, &wal);
     }
-}
-
-/// Runs a statement with no parameters and no rows through the statement
-/// cache (the writer runs these for every job).
-fn run_cached(txn: &Transaction, sql: &'static str) -> Result<(), StoreError> {
-    txn.prepare_cached(sql)
-        .and_then(|mut s| s.execute([]))
-        .map(|_| ())
-        .map_err(StoreError::sqlite(sql))
 }
 
 /// The WAL is reused from its start only once a checkpoint has copied all
@@ -1770,6 +1783,62 @@ mod tests {
             .expect("refused")
             .to_string();
         assert!(err.contains("schema version 99 is newer"), "{err}");
+    }
+
+    /// Jobs share one transaction without savepoints: a job that fails
+    /// without changing rows costs only itself; one that fails after
+    /// changing rows rolls its whole batch back (every job run in it fails)
+    /// and the jobs after it run in the next batch.
+    #[test]
+    fn a_job_failing_after_changes_rolls_back_its_batch_and_the_rest_run_next() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("hookd.db");
+        let mut conn = Connection::open(&path).expect("open");
+        configure(&conn, &path).expect("configure");
+        migrate(&mut conn, &path).expect("migrate");
+        let bodies = BodyLog::open(&dir.path().join("bodies")).expect("bodies");
+        let answers: Arc<Mutex<Vec<(usize, bool)>>> = Arc::default();
+        let (tx, rx) = mpsc::channel::<Job>();
+        // (insert a row?, then fail?)
+        let plan = [(true, false), (false, true), (true, true), (true, false)];
+        for (i, (insert, fail)) in plan.into_iter().enumerate() {
+            let answers = Arc::clone(&answers);
+            let job: Job = Box::new(move |txn: &Transaction, _: &mut BodyLog| {
+                if insert {
+                    txn.execute(
+                        "INSERT INTO alerts (fingerprint, status, updated_at) VALUES (?1, 'firing', 1)",
+                        [format!("job-{i}")],
+                    )
+                    .expect("insert");
+                }
+                let done: Completion = Box::new(move |commit| {
+                    if let Ok(mut a) = answers.lock() {
+                        a.push((i, commit.is_ok() && !fail));
+                    }
+                });
+                (!fail, done)
+            });
+            tx.send(job).expect("queue job");
+        }
+        drop(tx);
+        writer_loop(
+            conn,
+            bodies,
+            Arc::default(),
+            dir.path().join("hookd.db-wal"),
+            rx,
+            512,
+        );
+
+        let mut answers = answers.lock().expect("answers").clone();
+        answers.sort_unstable();
+        assert_eq!(answers, vec![(0, false), (1, false), (2, false), (3, true)]);
+        let rows: Vec<String> = Connection::open(&path)
+            .expect("reopen")
+            .prepare("SELECT fingerprint FROM alerts ORDER BY fingerprint")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .expect("rows");
+        assert_eq!(rows, vec!["job-3".to_string()]);
     }
 
     /// A database written by schema version 3 (bodies inside the rows)
