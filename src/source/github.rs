@@ -9,11 +9,14 @@
 
 use super::auth::{check_hex_sha256_header, loopback_only};
 use super::{
-    has_fields, opt_str_at, parse_json, str_at, AuthError, EventTypeHint, ParseError, Parsed,
-    Request, Source,
+    has_fields, parse_json, AuthError, EventTypeHint, ParseError, Parsed, Request, Source,
 };
 use crate::config::{Credentials, SourceConfig, SourceKind};
 use crate::event::{Event, IgnoredEvent, PushEvent};
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
 
 const SIGNATURE: &str = "X-Hub-Signature-256";
 const EVENT: &str = "X-GitHub-Event";
@@ -62,9 +65,13 @@ impl Source for GithubSource {
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .map(str::to_string);
-        let json = payload_json(req)?;
+        let body = payload(req)?;
+        if event_type != "push" {
+            // Not read, but refused unless it is JSON, as a push is.
+            from_json::<Skip>(&body)?;
+        }
         let (events, is_ping) = match event_type.as_str() {
-            "push" => (vec![Event::Push(parse_push(&json)?)], false),
+            "push" => (vec![Event::Push(parse_push(&body)?)], false),
             "ping" => (
                 vec![Event::Ignored(IgnoredEvent {
                     reason: "ping: GitHub checks that the hook is reachable".to_string(),
@@ -153,35 +160,317 @@ fn event_type_of(json: &serde_json::Value) -> Option<&'static str> {
     }
 }
 
-/// The JSON document of the request, from either content type.
+/// The JSON document of the request, from either content type, as a
+/// `serde_json::Value` (for [`Source::infer_event_type`], off the hot path).
 fn payload_json(req: &Request) -> Result<serde_json::Value, ParseError> {
+    parse_json(&payload(req)?)
+}
+
+/// The JSON bytes of the request: the body itself, or the `payload` field of
+/// a form-encoded body.
+fn payload<'a>(req: &Request<'a>) -> Result<Cow<'a, [u8]>, ParseError> {
     if req.is_form() {
         let payload = super::form_payload(req.body).ok_or(ParseError::NoFormPayload)?;
-        parse_json(payload.as_bytes())
+        Ok(Cow::Owned(payload.into_bytes()))
     } else {
-        parse_json(req.body)
+        Ok(Cow::Borrowed(req.body))
     }
 }
 
-fn parse_push(json: &serde_json::Value) -> Result<PushEvent, ParseError> {
-    let git_ref = str_at(json, "/ref")?;
-    let before = str_at(json, "/before")?;
-    let after = str_at(json, "/after")?;
-    let repository = str_at(json, "/repository/full_name")?;
-    let pusher = opt_str_at(json, "/pusher/name").or_else(|| opt_str_at(json, "/sender/login"));
+/// Deserialises `body` as `T`, mapping errors to [`ParseError::Json`].
+fn from_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ParseError> {
+    serde_json::from_slice(body).map_err(|e| ParseError::Json(e.to_string()))
+}
+
+/// The push event of a push payload. Reads the few fields it needs straight
+/// from the bytes (see [`Json`]) instead of building a `serde_json::Value`
+/// of the whole ~8 KB document: this is on the ingest hot path.
+fn parse_push(body: &[u8]) -> Result<PushEvent, ParseError> {
+    let push = match from_json::<Json<Push>>(body)? {
+        Json::Object(push) => push,
+        // Like a JSON pointer into a non-object: every field is missing.
+        _ => Push::default(),
+    };
+    let git_ref = push.git_ref.str("/ref")?;
+    let before = push.before.str("/before")?;
+    let after = push.after.str("/after")?;
+    let repository = push.repository.get(|r| &r.full_name);
+    let repository = repository.str("/repository/full_name")?;
+    let pusher = push
+        .pusher
+        .get(|p| &p.name)
+        .opt_string()
+        .or_else(|| push.sender.get(|s| &s.login).opt_string());
     let mut event = PushEvent::new(
         repository.to_string(),
         git_ref.to_string(),
         before,
         after,
-        opt_str_at(json, "/repository/clone_url"),
+        push.repository.get(|r| &r.clone_url).opt_string(),
         pusher,
     );
-    event.forced = json
-        .pointer("/forced")
-        .and_then(serde_json::Value::as_bool)
-        .unwrap_or(false);
+    event.forced = matches!(push.forced, Json::Bool(true));
     Ok(event)
+}
+
+/// The top-level fields of a push payload that hookd reads.
+#[derive(Default)]
+struct Push<'a> {
+    git_ref: Json<'a>,
+    before: Json<'a>,
+    after: Json<'a>,
+    forced: Json<'a>,
+    repository: Json<'a, Repository<'a>>,
+    pusher: Json<'a, Person<'a>>,
+    sender: Json<'a, Person<'a>>,
+}
+
+/// `repository`'s fields that hookd reads.
+#[derive(Default)]
+struct Repository<'a> {
+    full_name: Json<'a>,
+    clone_url: Json<'a>,
+}
+
+/// `pusher` (whose `name` is read) or `sender` (whose `login` is read).
+#[derive(Default)]
+struct Person<'a> {
+    name: Json<'a>,
+    login: Json<'a>,
+}
+
+impl<'de> Fields<'de> for Push<'de> {
+    fn read<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
+        match key {
+            "ref" => self.git_ref = map.next_value()?,
+            "before" => self.before = map.next_value()?,
+            "after" => self.after = map.next_value()?,
+            "forced" => self.forced = map.next_value()?,
+            "repository" => self.repository = map.next_value()?,
+            "pusher" => self.pusher = map.next_value()?,
+            "sender" => self.sender = map.next_value()?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+impl<'de> Fields<'de> for Repository<'de> {
+    fn read<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
+        match key {
+            "full_name" => self.full_name = map.next_value()?,
+            "clone_url" => self.clone_url = map.next_value()?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+impl<'de> Fields<'de> for Person<'de> {
+    fn read<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
+        match key {
+            "name" => self.name = map.next_value()?,
+            "login" => self.login = map.next_value()?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+/// The fields of a JSON object that a [`Json::Object`] keeps.
+trait Fields<'de>: Default {
+    /// Reads the value of `key` from `map` when it is one of the kept
+    /// fields (a repeated key overwrites, as in a `serde_json::Value`);
+    /// `false` when it is not, and the caller skips the value.
+    fn read<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error>;
+}
+
+/// No fields: an object read as [`Json::Object`] of this is only skipped.
+#[derive(Default)]
+struct NoFields;
+
+impl<'de> Fields<'de> for NoFields {
+    fn read<A: MapAccess<'de>>(&mut self, _: &str, _: &mut A) -> Result<bool, A::Error> {
+        Ok(false)
+    }
+}
+
+/// One JSON value of a payload, read in place of a `serde_json::Value`: a
+/// string is borrowed from the body (owned only when it has escapes), an
+/// object keeps only the fields `T` wants, everything else is skipped and
+/// only its type kept (for the error messages of [`super::str_at`]).
+///
+/// Skipped values are still checked as a `serde_json::Value` would check
+/// them (strings' UTF-8 and escapes, numbers' range, nesting depth): a body
+/// that was not JSON before is not one now. `serde::de::IgnoredAny` would
+/// be a little faster but checks none of these.
+#[derive(Default)]
+enum Json<'a, T = NoFields> {
+    /// The field is absent.
+    #[default]
+    Missing,
+    Null,
+    Bool(bool),
+    Number,
+    Str(Cow<'a, str>),
+    Array,
+    Object(T),
+}
+
+impl<'a, T> Json<'a, T> {
+    /// The string, or an error naming `field` (the wording of [`super::str_at`]).
+    fn str(&self, field: &str) -> Result<&str, ParseError> {
+        let found = match self {
+            Json::Str(s) => return Ok(s),
+            Json::Missing => {
+                return Err(ParseError::Field {
+                    field: field.to_string(),
+                    reason: "missing".to_string(),
+                })
+            }
+            Json::Null => "null",
+            Json::Bool(_) => "a boolean",
+            Json::Number => "a number",
+            Json::Array => "an array",
+            Json::Object(_) => "an object",
+        };
+        Err(ParseError::Field {
+            field: field.to_string(),
+            reason: format!("expected a string, found {found}"),
+        })
+    }
+
+    /// A non-empty string, owned (as [`super::opt_str_at`]).
+    fn opt_string(&self) -> Option<String> {
+        match self {
+            Json::Str(s) if !s.is_empty() => Some(s.to_string()),
+            _ => None,
+        }
+    }
+
+    /// A field of this object; [`Json::Missing`] when this is no object.
+    fn get<'s, U>(&'s self, field: impl FnOnce(&'s T) -> &'s Json<'a, U>) -> &'s Json<'a, U> {
+        match self {
+            Json::Object(fields) => field(fields),
+            _ => &Json::Missing,
+        }
+    }
+}
+
+impl<'de, T: Fields<'de>> Deserialize<'de> for Json<'de, T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(JsonVisitor(PhantomData))
+    }
+}
+
+struct JsonVisitor<T>(PhantomData<T>);
+
+impl<'de, T: Fields<'de>> Visitor<'de> for JsonVisitor<T> {
+    type Value = Json<'de, T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Json::Null)
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(Json::Bool(v))
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Json::Number)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Json::Number)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Json::Number)
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Json::Str(Cow::Borrowed(v)))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Json::Str(Cow::Owned(v.to_string())))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<Skip>()?.is_some() {}
+        Ok(Json::Array)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut fields = T::default();
+        while let Some(key) = map.next_key::<Json<'de>>()? {
+            let read = match &key {
+                Json::Str(key) => fields.read(key, &mut map)?,
+                _ => false,
+            };
+            if !read {
+                map.next_value::<Skip>()?;
+            }
+        }
+        Ok(Json::Object(fields))
+    }
+}
+
+/// Any JSON value, checked as a `serde_json::Value` would be and dropped
+/// without allocating (an escaped string is decoded into serde_json's
+/// reused scratch buffer).
+struct Skip;
+
+impl<'de> Deserialize<'de> for Skip {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(Skip)
+    }
+}
+
+impl<'de> Visitor<'de> for Skip {
+    type Value = Skip;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Skip, A::Error> {
+        while seq.next_element::<Skip>()?.is_some() {}
+        Ok(Skip)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Skip, A::Error> {
+        while map.next_entry::<Skip, Skip>()?.is_some() {}
+        Ok(Skip)
+    }
 }
 
 #[cfg(test)]
@@ -406,6 +695,158 @@ mod tests {
         assert!(
             matches!(&parsed.events[0], Event::Push(p) if p.repository == "binkkatal/sample_app")
         );
+    }
+
+    /// Every field the push parser reads, escaped in the JSON (and one key).
+    #[test]
+    fn escaped_strings_are_decoded_in_every_field_read() {
+        let body = br#"{
+            "re\u0066": "refs\/heads\/caf\u00e9",
+            "before": "\u0037\u0033\u0037d38c599c1b2991664dfc6155d6bf516fcce36",
+            "after": "FD489864E7642B48EAAD6E3F155C10E46810EC7\u0032",
+            "forced": true,
+            "repository": {
+                "full_name": "\u00e9quipe\/app \"x\"",
+                "clone_url": "https:\/\/github.com\/\u00e9quipe\/app.git"
+            },
+            "pusher": {"name": "Jos\u00e9 \ud83d\ude00"},
+            "commits": [{"message": "fix\n\n\u00e9t\u00e9 \\ \/"}]
+        }"#;
+        let h = headers(&[(EVENT, "push")]);
+        let parsed = source(None).parse(&request(&h, body)).expect("parses");
+        let Event::Push(p) = &parsed.events[0] else {
+            panic!("not a push: {parsed:?}")
+        };
+        assert_eq!(p.git_ref, "refs/heads/café");
+        assert_eq!(p.ref_name, "café");
+        assert_eq!(
+            p.before.as_deref(),
+            Some("737d38c599c1b2991664dfc6155d6bf516fcce36")
+        );
+        assert_eq!(
+            p.after.as_deref(),
+            Some("fd489864e7642b48eaad6e3f155c10e46810ec72")
+        );
+        assert_eq!(p.repository, "équipe/app \"x\"");
+        assert_eq!(
+            p.clone_url.as_deref(),
+            Some("https://github.com/équipe/app.git")
+        );
+        assert_eq!(p.pusher.as_deref(), Some("José 😀"));
+        assert!(p.forced);
+        // The sender's login stands in for a missing or empty pusher name.
+        let body = br#"{"ref": "refs/tags/v1", "before": "0", "after": "1",
+            "repository": {"full_name": "o/r"}, "pusher": {"name": ""},
+            "sender": {"login": "\u006fctocat"}}"#;
+        let parsed = source(None).parse(&request(&h, body)).expect("parses");
+        let Event::Push(p) = &parsed.events[0] else {
+            panic!("not a push: {parsed:?}")
+        };
+        assert_eq!(p.pusher.as_deref(), Some("octocat"));
+        assert_eq!(p.clone_url, None);
+        assert!(!p.forced);
+    }
+
+    /// The push event of a payload as it was read before the typed parse:
+    /// through a whole `serde_json::Value` and JSON pointers.
+    fn parse_push_through_value(body: &[u8]) -> Result<PushEvent, ParseError> {
+        use crate::source::{opt_str_at, str_at};
+        let json = parse_json(body)?;
+        let git_ref = str_at(&json, "/ref")?;
+        let before = str_at(&json, "/before")?;
+        let after = str_at(&json, "/after")?;
+        let repository = str_at(&json, "/repository/full_name")?;
+        let pusher =
+            opt_str_at(&json, "/pusher/name").or_else(|| opt_str_at(&json, "/sender/login"));
+        let mut event = PushEvent::new(
+            repository.to_string(),
+            git_ref.to_string(),
+            before,
+            after,
+            opt_str_at(&json, "/repository/clone_url"),
+            pusher,
+        );
+        event.forced = json
+            .pointer("/forced")
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false);
+        Ok(event)
+    }
+
+    /// The typed parse gives what the `serde_json::Value` one gave: the same
+    /// event, or the same error, to the word, on the fixtures and on odd or
+    /// broken payloads; other events' bodies are refused exactly when they
+    /// were.
+    #[test]
+    fn push_parse_agrees_with_a_parse_through_serde_json_value() {
+        let ok = r#""ref": "refs/heads/main", "before": "a", "after": "b""#;
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let mut cases: Vec<Vec<u8>> = [
+            "{not json",
+            "",
+            "[]",
+            r#""a string""#,
+            "null",
+            "{}",
+            r#"{"ref": 1}"#,
+            r#"{"ref": null}"#,
+            r#"{"ref": true}"#,
+            r#"{"ref": [1, {"a": 2}]}"#,
+            r#"{"ref": {"a": "b"}}"#,
+            r#"{"ref": "r", "before": 1.5}"#,
+            r#"{"ref": "r", "before": "a", "after": -3}"#,
+            &format!(r#"{{{ok}}}"#),
+            &format!(r#"{{{ok}, "repository": "o/r"}}"#),
+            &format!(r#"{{{ok}, "repository": ["o/r"]}}"#),
+            &format!(r#"{{{ok}, "repository": {{"full_name": null}}}}"#),
+            &format!(r#"{{{ok}, "repository": {{"full_name": 7}}}}"#),
+            &format!(r#"{{{ok}, "repository": {{"full_name": "o/r", "clone_url": 7}}}}"#),
+            &format!(r#"{{{ok}, "repository": {{"full_name": "o/r", "clone_url": ""}}}}"#),
+            &format!(
+                r#"{{{ok}, "repository": {{"full_name": "o/r"}}, "pusher": "p", "sender": {{"login": "s"}}}}"#
+            ),
+            &format!(
+                r#"{{{ok}, "repository": {{"full_name": "o/r"}}, "pusher": {{"name": null}}, "sender": {{"login": 1}}}}"#
+            ),
+            &format!(r#"{{{ok}, "repository": {{"full_name": "o/r"}}, "forced": "true"}}"#),
+            &format!(r#"{{{ok}, "repository": {{"full_name": "o/r"}}, "forced": false}}"#),
+            // A repeated key: the last one counts.
+            &format!(r#"{{{ok}, "ref": "refs/tags/t", "repository": {{"full_name": "o/r"}}}}"#),
+            &format!(r#"{{{ok}, "repository": {{"full_name": "a/b"}}, "repository": {{"full_name": "o/r"}}}}"#),
+            // Broken JSON in fields that are not read is still broken.
+            &format!(r#"{{{ok}, "repository": {{"full_name": "o/r"}}, "size": 1e400}}"#),
+            &format!(r#"{{{ok}, "repository": {{"full_name": "o/r"}}, "x": "\ud800"}}"#),
+            &format!(r#"{{{ok}, "repository": {{"full_name": "o/r"}}, "x": "\q"}}"#),
+            &format!(r#"{{{ok}, "repository": {{"full_name": "o/r"}}, "x": {deep}}}"#),
+            &format!(r#"{{{ok}, "repository": {{"full_name": "o/r"}}, "x": [1,]}}"#),
+            &format!(r#"{{{ok}, "repository": {{"full_name": "o/r"}}}} trailing"#),
+            &format!(r#"{{{ok}, "repository": {{"full_name": "o/r", "owner": {{"id": 01}}}}}}"#),
+        ]
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .collect();
+        // Invalid UTF-8 inside a string that is not read.
+        let mut bad_utf8 =
+            format!(r#"{{{ok}, "repository": {{"full_name": "o/r"}}, "x": ""#).into_bytes();
+        bad_utf8.extend_from_slice(b"\xff\"}");
+        cases.push(bad_utf8);
+        for entry in std::fs::read_dir(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/github"),
+        )
+        .expect("fixtures dir")
+        {
+            cases.push(std::fs::read(entry.expect("fixture").path()).expect("fixture"));
+        }
+        for body in &cases {
+            let text = String::from_utf8_lossy(body);
+            assert_eq!(parse_push(body), parse_push_through_value(body), "{text}");
+            // Other events' bodies are only checked to be JSON.
+            assert_eq!(
+                from_json::<Skip>(body).map(|_| ()),
+                parse_json(body).map(|_| ()),
+                "{text}"
+            );
+        }
     }
 
     #[test]
