@@ -24,7 +24,7 @@ use super::{
     QueuedRun, Recorded, Recovered, RetryPlan, RetryPolicy, RunFilter, RunOrigin, RunRecord,
     RunRef, RunStatus, StepRecord, StepStatus, Store, StoreError,
 };
-use crate::matcher::Skip;
+use crate::matcher::{Skip, SkipList};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts them.
 const MIGRATIONS: &[&str] = &[
@@ -757,6 +757,9 @@ fn close_steps(txn: &Transaction, id: i64, status: RunStatus, now: i64) -> Resul
 #[async_trait]
 impl Store for SqliteStore {
     async fn record_delivery(&self, d: NewDelivery) -> Result<Recorded, StoreError> {
+        // The skip reasons' text is written here, on the caller's thread,
+        // not on the writer thread that every delivery waits for.
+        let skipped_json = to_json(&d.skipped);
         self.write_with_bodies(move |txn, bodies| {
             if let Some(pid) = &d.provider_delivery_id {
                 let earlier: Option<(i64, String)> = txn
@@ -772,7 +775,7 @@ impl Store for SqliteStore {
                     return Ok(Recorded {
                         delivery: id,
                         runs: runs_of_delivery(txn, id)?,
-                        skipped: decode::<Vec<Skip>>("delivery skipped", id, &skipped)?,
+                        skipped: decode::<Vec<Skip>>("delivery skipped", id, &skipped)?.into(),
                         duplicate: true,
                         superseded: Vec::new(),
                         suppressed: Vec::new(),
@@ -794,7 +797,7 @@ impl Store for SqliteStore {
                     d.received_at,
                     to_json(&d.headers),
                     to_json(&d.events),
-                    to_json(&d.skipped),
+                    skipped_json,
                     d.replay_of,
                     body.segment,
                     body.offset,
@@ -918,7 +921,8 @@ impl Store for SqliteStore {
                         skipped: vec![Skip {
                             pipeline: run.pipeline.clone(),
                             reason,
-                        }],
+                        }]
+                        .into(),
                         duplicate: false,
                         superseded: Vec::new(),
                         suppressed: Vec::new(),
@@ -932,7 +936,7 @@ impl Store for SqliteStore {
                     id,
                     pipeline: run.pipeline.clone(),
                 }],
-                skipped: Vec::new(),
+                skipped: SkipList::default(),
                 duplicate: false,
                 superseded,
                 suppressed: Vec::new(),
@@ -1549,7 +1553,8 @@ mod tests {
             skipped: vec![Skip {
                 pipeline: "other".into(),
                 reason: "branch \"main\" matches none of branches [dev]".into(),
-            }],
+            }]
+            .into(),
             runs: pipelines
                 .iter()
                 .map(|p| NewRun {
@@ -1896,7 +1901,7 @@ mod remediation_tests {
             headers: Vec::new(),
             body: b"{}".to_vec(),
             events: Vec::new(),
-            skipped: Vec::new(),
+            skipped: SkipList::default(),
             runs: run.into_iter().collect(),
             replay_of: None,
             alert_updates: vec![update],
