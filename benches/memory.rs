@@ -262,7 +262,7 @@ fn seed(data_dir: &Path, n: usize) {
                             headers: vec![("x-github-event".into(), "push".into())],
                             body: body.to_vec(),
                             events: vec![event.clone()],
-                            skipped: Vec::new(),
+                            skipped: Default::default(),
                             runs: vec![NewRun {
                                 pipeline: "apply".into(),
                                 concurrency_group: "apply".into(),

@@ -34,7 +34,7 @@ fn delivery(i: usize, body: &[u8]) -> NewDelivery {
         headers: vec![("x-github-event".into(), "push".into())],
         body: body.to_vec(),
         events: vec![event.clone()],
-        skipped: Vec::new(),
+        skipped: Default::default(),
         runs: vec![NewRun {
             pipeline: "apply".into(),
             concurrency_group: "apply".into(),

@@ -545,7 +545,7 @@ mod tests {
 
     use super::*;
     use crate::config::{parse_pipeline, Secret};
-    use crate::matcher::match_events;
+    use crate::matcher::{match_events, PipelineSet};
     use crate::source::test_support::{fixture, fixture_count};
 
     /// One source of every kind, named after its fixture directory; the
@@ -1214,7 +1214,7 @@ sources:
             ),
             pipeline(&daemon, "gitlab-only", "  - push: {sources: [gitlab]}"),
         ];
-        let shared: Vec<Arc<Pipeline>> = pipelines.iter().cloned().map(Arc::new).collect();
+        let shared = PipelineSet::new(pipelines.iter().cloned().map(Arc::new).collect());
         for kind in [
             "github",
             "gitlab",
@@ -1237,7 +1237,7 @@ sources:
                 let events: Vec<Event> = report.events.iter().map(|e| e.event.clone()).collect();
                 let outcome = match_events(kind, &events, &shared);
                 let mut matches = Vec::new();
-                let mut skipped = outcome.skipped.iter();
+                let mut skipped = outcome.skipped().map(|s| s.to_skip());
                 for (pi, p) in pipelines.iter().enumerate() {
                     for (ei, e) in report.events.iter().enumerate() {
                         let v = &e.pipelines[pi];

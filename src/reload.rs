@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::now_ms;
 use crate::config::load_pipelines;
-use crate::daemon::Shared;
+use crate::daemon::{indexed, Shared};
 
 /// Quiet time after the last change before a watched change reloads.
 pub const DEBOUNCE: Duration = Duration::from_millis(200);
@@ -69,7 +69,7 @@ impl ReloadState {
 /// Loads the pipelines again and swaps them in if all are valid; returns the outcome.
 pub async fn reload(shared: &Shared, cause: &str) -> ReloadOutcome {
     let config = shared.config.clone();
-    let loaded = tokio::task::spawn_blocking(move || load_pipelines(&config))
+    let loaded = tokio::task::spawn_blocking(move || load_pipelines(&config).map(indexed))
         .await
         .map_err(|e| vec![format!("pipeline loading task failed: {e}")])
         .and_then(|r| r.map_err(|errs| errs.0.iter().map(|e| e.to_string()).collect()));

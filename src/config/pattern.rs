@@ -41,6 +41,12 @@ impl Pattern {
     pub fn as_str(&self) -> &str {
         &self.text
     }
+
+    /// The compiled glob, with the options it was built with: a `GlobSet`
+    /// built from these matches exactly what [`Pattern::is_match`] does.
+    pub fn glob(&self) -> &globset::Glob {
+        self.matcher.glob()
+    }
 }
 
 /// An ordered list of patterns with `!` negation.

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::{direct_loopback, error, unavailable};
 use crate::daemon::Shared;
-use crate::matcher::Skip;
+use crate::matcher::SkipList;
 use crate::metrics::DeliveryOutcome as Outcome;
 use crate::source::Request;
 use crate::store::{RunOrigin, RunRef};
@@ -20,7 +20,7 @@ struct Accepted<'a> {
     delivery: i64,
     event: &'a str,
     runs: Vec<AcceptedRun>,
-    skipped: Vec<Skip>,
+    skipped: SkipList,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     duplicate: bool,
 }

@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 use crate::event::Event;
-use crate::matcher::Skip;
+use crate::matcher::{Skip, SkipList};
 
 /// What can go wrong in the store.
 #[derive(Debug, thiserror::Error)]
@@ -310,8 +310,8 @@ pub struct NewDelivery {
     pub body: Vec<u8>,
     /// Normalized events.
     pub events: Vec<Event>,
-    /// Pipelines that did not match, with reasons.
-    pub skipped: Vec<Skip>,
+    /// Pipelines that did not match, with reasons (written when serialized).
+    pub skipped: SkipList,
     /// Runs to queue.
     pub runs: Vec<NewRun>,
     /// The delivery this one replays.
@@ -337,7 +337,7 @@ pub struct Recorded {
     /// Its runs.
     pub runs: Vec<RunRef>,
     /// Pipelines skipped, with reasons.
-    pub skipped: Vec<Skip>,
+    pub skipped: SkipList,
     /// True when the provider delivery id was seen before: nothing new was written.
     pub duplicate: bool,
     /// Queued runs that the new runs superseded.

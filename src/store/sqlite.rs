@@ -26,7 +26,7 @@ use super::{
     QueuedRun, Recorded, Recovered, RetryPlan, RetryPolicy, RunFilter, RunOrigin, RunRecord,
     RunRef, RunStatus, StepRecord, StepStatus, Store, StoreError,
 };
-use crate::matcher::Skip;
+use crate::matcher::{Skip, SkipList};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts them.
 const MIGRATIONS: &[&str] = &[
@@ -770,6 +770,9 @@ fn close_steps(txn: &Transaction, id: i64, status: RunStatus, now: i64) -> Resul
 #[async_trait]
 impl Store for SqliteStore {
     async fn record_delivery(&self, d: NewDelivery) -> Result<Recorded, StoreError> {
+        // The skip reasons' text is written here, on the caller's thread,
+        // not on the writer thread that every delivery waits for.
+        let skipped_json = to_json(&d.skipped);
         self.write_with_bodies(move |txn, bodies| {
             if let Some(pid) = &d.provider_delivery_id {
                 let earlier: Option<(i64, String)> = txn
@@ -785,7 +788,7 @@ impl Store for SqliteStore {
                     return Ok(Recorded {
                         delivery: id,
                         runs: runs_of_delivery(txn, id)?,
-                        skipped: decode::<Vec<Skip>>("delivery skipped", id, &skipped)?,
+                        skipped: decode::<Vec<Skip>>("delivery skipped", id, &skipped)?.into(),
                         duplicate: true,
                         superseded: Vec::new(),
                         suppressed: Vec::new(),
@@ -807,7 +810,7 @@ impl Store for SqliteStore {
                     d.received_at,
                     to_json(&d.headers),
                     to_json(&d.events),
-                    to_json(&d.skipped),
+                    skipped_json,
                     d.replay_of,
                     body.segment,
                     body.offset,
@@ -931,7 +934,8 @@ impl Store for SqliteStore {
                         skipped: vec![Skip {
                             pipeline: run.pipeline.clone(),
                             reason,
-                        }],
+                        }]
+                        .into(),
                         duplicate: false,
                         superseded: Vec::new(),
                         suppressed: Vec::new(),
@@ -945,7 +949,7 @@ impl Store for SqliteStore {
                     id,
                     pipeline: run.pipeline.clone(),
                 }],
-                skipped: Vec::new(),
+                skipped: SkipList::default(),
                 duplicate: false,
                 superseded,
                 suppressed: Vec::new(),
@@ -1562,7 +1566,8 @@ mod tests {
             skipped: vec![Skip {
                 pipeline: "other".into(),
                 reason: "branch \"main\" matches none of branches [dev]".into(),
-            }],
+            }]
+            .into(),
             runs: pipelines
                 .iter()
                 .map(|p| NewRun {
@@ -1965,7 +1970,7 @@ mod remediation_tests {
             headers: Vec::new(),
             body: b"{}".to_vec(),
             events: Vec::new(),
-            skipped: Vec::new(),
+            skipped: SkipList::default(),
             runs: run.into_iter().collect(),
             replay_of: None,
             alert_updates: vec![update],
