@@ -336,9 +336,12 @@ fn writer_loop(
                     ));
                 }
             }
-            // The bodies first: a committed row always points at synced bytes.
-            bodies.flush()?;
-            txn.commit().map_err(StoreError::sqlite("commit"))
+            // The bodies' sync overlaps the commit; nobody is answered
+            // before both are on disk (see BodyLog::start_flush).
+            let sync = bodies.start_flush()?;
+            let committed = txn.commit().map_err(StoreError::sqlite("commit"));
+            let synced = bodies.finish_flush(sync);
+            committed.and(synced)
         })();
         let commit = commit.map_err(|e| {
             tracing::error!(error = %e, "store write transaction failed");
