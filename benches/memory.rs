@@ -114,7 +114,9 @@ fn main() {
         let (status, text) = http(
             "POST",
             &format!("{}/api/v1/pipelines/flood/trigger", hookd.base),
-            &[],
+            // Without an admin token the API takes only POSTs a web page
+            // cannot send (src/server/auth.rs).
+            &[("Content-Type", "application/json".to_string())],
             b"",
         )
         .expect("trigger");

@@ -3,19 +3,30 @@
 //! characters including `/`, `?` one character, `[…]` a class; a pattern
 //! starting with `!` excludes what earlier patterns included, and a later
 //! positive pattern can include it again (the last pattern that matches
-//! decides). Compiled once, when the pipeline is loaded.
+//! decides). Parsed (and so validated) when the pipeline is loaded; a
+//! pattern without glob syntax (`main`, `acme/infra`) is compared as a
+//! string and never becomes a regex, and a real glob is compiled into its
+//! regex the first time it is asked to match, so a daemon that has not
+//! matched anything yet has not paid for (or paged in) the regex engine.
 
-use globset::{GlobBuilder, GlobMatcher};
+use std::sync::OnceLock;
 
-/// One compiled glob.
+use globset::{Glob, GlobBuilder, GlobMatcher};
+
+/// One parsed glob.
 #[derive(Debug, Clone)]
 pub struct Pattern {
     text: String,
-    matcher: GlobMatcher,
+    case_insensitive: bool,
+    /// No glob syntax at all: `is_match` is a string comparison.
+    literal: bool,
+    glob: Glob,
+    /// `glob`'s regex, compiled on the first match of a non-literal pattern.
+    matcher: OnceLock<GlobMatcher>,
 }
 
 impl Pattern {
-    /// Compiles `text`; `case_insensitive` for repository names.
+    /// Parses `text`; `case_insensitive` for repository names.
     pub fn new(text: &str, case_insensitive: bool) -> Result<Pattern, String> {
         if text.is_empty() {
             return Err("empty pattern".into());
@@ -28,13 +39,29 @@ impl Pattern {
             .map_err(|e| format!("invalid glob {text:?}: {}", e.kind()))?;
         Ok(Pattern {
             text: text.to_string(),
-            matcher: glob.compile_matcher(),
+            case_insensitive,
+            // The characters globset's parser treats specially (`,` only
+            // inside `{…}`); without them every character is a literal.
+            literal: !text.contains(['*', '?', '[', '{', '}', '\\']),
+            glob,
+            matcher: OnceLock::new(),
         })
     }
 
     /// Does `value` match?
     pub fn is_match(&self, value: &str) -> bool {
-        self.matcher.is_match(value)
+        if self.literal {
+            // What globset's regex for an all-literal glob does: it is built
+            // with `(?-u)`, so `case_insensitive` folds ASCII letters only.
+            return if self.case_insensitive {
+                value.eq_ignore_ascii_case(&self.text)
+            } else {
+                value == self.text
+            };
+        }
+        self.matcher
+            .get_or_init(|| self.glob.compile_matcher())
+            .is_match(value)
     }
 
     /// The pattern as written.
@@ -56,7 +83,7 @@ pub struct PatternList {
 }
 
 impl PatternList {
-    /// Compiles every pattern; returns the index and message of each bad one.
+    /// Parses every pattern; returns the index and message of each bad one.
     pub fn new<'a>(
         texts: impl IntoIterator<Item = &'a str>,
         case_insensitive: bool,
@@ -113,7 +140,7 @@ impl PatternList {
         self.items
             .iter()
             .map(|(neg, p)| {
-                let literal = !neg && !p.as_str().contains(['*', '?', '[', '{', '\\']);
+                let literal = !neg && p.literal;
                 literal.then(|| p.as_str())
             })
             .collect()
@@ -174,6 +201,72 @@ mod tests {
         let err = PatternList::new(["main", "[oops", ""], false).expect_err("invalid");
         assert_eq!(err.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![1, 2]);
         assert!(PatternList::new(["!main"], false).is_err());
+    }
+
+    #[test]
+    fn literal_patterns_match_as_their_globs_do() {
+        // The string comparison of a literal pattern against the glob's own
+        // compiled regex, over values that differ by case, separators,
+        // prefixes and non-ASCII letters.
+        let values = [
+            "main",
+            "Main",
+            "MAIN",
+            "main2",
+            "mai",
+            "",
+            "release/1",
+            "Release/1",
+            "acme/infra",
+            "Acme/Infra",
+            "acme/infra/sub",
+            "straße",
+            "STRASSE",
+            "Straße",
+            "\u{212a}elvin",
+            "kelvin",
+            "a,b",
+            "a]b",
+            "ümlaut",
+            "Ümlaut",
+        ];
+        for text in [
+            "main",
+            "release/1",
+            "acme/infra",
+            "straße",
+            "kelvin",
+            "a,b",
+            "a]b",
+            "ümlaut",
+        ] {
+            for case_insensitive in [false, true] {
+                let p = Pattern::new(text, case_insensitive).expect("valid");
+                assert!(p.literal, "{text:?} is a literal");
+                let regex = p.glob.compile_matcher();
+                for v in values {
+                    assert_eq!(
+                        p.is_match(v),
+                        regex.is_match(v),
+                        "{text:?} (case_insensitive: {case_insensitive}) against {v:?}"
+                    );
+                }
+                assert!(
+                    p.matcher.get().is_none(),
+                    "a literal never compiles a regex"
+                );
+            }
+        }
+        for text in ["rel/*", "v?", "[ab]", "{a,b}", "a\\*"] {
+            let p = Pattern::new(text, false).expect("valid");
+            assert!(!p.literal, "{text:?} is a glob");
+            assert!(
+                p.matcher.get().is_none(),
+                "compiled only when first matched"
+            );
+            p.is_match("x");
+            assert!(p.matcher.get().is_some());
+        }
     }
 
     #[test]
