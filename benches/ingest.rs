@@ -302,9 +302,9 @@ fn main() {
                         |n| n.starts_with("actix-server"),
                     ),
                     (
-                        "store writer thread",
-                        "SQLite inserts, commit, fdatasync",
-                        |n| n == "hookd-store-wri",
+                        "store writer + body sync threads",
+                        "SQLite inserts, commit, body segment write, fdatasyncs",
+                        |n| n == "hookd-store-wri" || n == "hookd-store-syn",
                     ),
                     (
                         "WAL checkpoint thread",

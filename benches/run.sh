@@ -9,6 +9,7 @@
 # suite), runs the four benchmarks and prints one table:
 #
 #   matching  benches/matching.rs  match_events at 10 / 1,000 / 10,000 pipelines (criterion)
+#   parse     benches/parse.rs     GithubSource::parse of the ~8 KB push (criterion)
 #   memory    benches/memory.rs    RSS idle, with 100,000 stored runs, while a step prints 1 GiB
 #   trigger   benches/trigger.rs   webhook -> first step vs git fetch + checkout, 20,000 files
 #   store     benches/store_ingest.rs  the store alone, pinned to one CPU (what ingest can reach)
@@ -56,7 +57,7 @@ t1=$(date +%s)
 results="$CARGO_TARGET_DIR/bench-results.tsv"
 : >"$results"
 export HOOKD_BENCH_RESULTS="$results"
-for bench in ${HOOKD_BENCH_ONLY:-matching memory trigger store ingest}; do
+for bench in ${HOOKD_BENCH_ONLY:-matching parse memory trigger store ingest}; do
     echo "### $bench" >&2
     if [ "$bench" = store ]; then
         # The store alone (no HTTP, no parsing), pinned to the one CPU the

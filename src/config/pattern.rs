@@ -72,7 +72,7 @@ impl Pattern {
     /// The compiled glob, with the options it was built with: a `GlobSet`
     /// built from these matches exactly what [`Pattern::is_match`] does.
     pub fn glob(&self) -> &globset::Glob {
-        self.matcher.glob()
+        &self.glob
     }
 }
 
