@@ -303,6 +303,24 @@ fn trigger_wait_replay_and_cancel_through_the_cli() {
     let (code, _, stderr) = env.cli(&["cancel", &id.to_string(), "--url", &url]);
     assert_eq!(code, 1);
     assert!(stderr.contains("already ended: cancelled"), "{stderr}");
+
+    // A body that cannot be read back (its segment file removed by hand) is
+    // a clear refusal naming the file, not "unavailable, retry".
+    let bodies = env.path().join("data/bodies");
+    for segment in std::fs::read_dir(&bodies).expect("bodies dir") {
+        std::fs::remove_file(segment.expect("entry").path()).expect("remove segment");
+    }
+    let (status, answer) = daemon.request(
+        "POST",
+        &format!("/api/v1/deliveries/{delivery}/replay"),
+        &[("content-type".to_string(), "application/json".to_string())],
+        b"{}",
+    );
+    assert_eq!(status, 500, "{answer}");
+    assert!(
+        answer.contains(".seg") && answer.contains("deleted by hand"),
+        "{answer}"
+    );
 }
 
 #[test]

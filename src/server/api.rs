@@ -408,6 +408,12 @@ async fn replay_delivery(
         (Ok(None), _) | (_, Ok(None)) => {
             return error(StatusCode::NOT_FOUND, format!("no delivery {id}"))
         }
+        // The stored body cannot be read back (a body segment removed by
+        // hand, a crash before the delivery was acknowledged): retrying
+        // will not help.
+        (_, Err(e @ crate::store::StoreError::Corrupt { .. })) => {
+            return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+        }
         (Err(e), _) | (_, Err(e)) => return unavailable(e),
     };
     let Some(source) = shared.sources.get(&original.source) else {
