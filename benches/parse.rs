@@ -75,22 +75,11 @@ fn main() {
 
     support::header("parse: GithubSource::parse, criterion samples");
     for (name, _, len) in &cases {
-        let sample = out_dir.join(format!("github_parse/{name}/new/sample.json"));
-        let Ok(text) = std::fs::read_to_string(&sample) else {
-            eprintln!(
-                "no criterion samples at {} (filtered out?)",
-                sample.display()
-            );
+        let Some(per_iter_us) =
+            support::criterion_samples_us(&out_dir, &format!("github_parse/{name}"))
+        else {
             continue;
         };
-        let v: serde_json::Value = serde_json::from_str(&text).expect("sample.json");
-        let per_iter_us: Vec<f64> = v["iters"]
-            .as_array()
-            .expect("iters")
-            .iter()
-            .zip(v["times"].as_array().expect("times"))
-            .map(|(i, t)| t.as_f64().unwrap_or(f64::NAN) / i.as_f64().unwrap_or(f64::NAN) / 1e3)
-            .collect();
         let note = if *name == "push" {
             format!("{len} B body ({})", fixture.display())
         } else {

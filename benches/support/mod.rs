@@ -453,3 +453,27 @@ pub fn github_headers(body: &[u8], delivery: &str) -> Vec<(&'static str, String)
         ("X-Hub-Signature-256", sign(body)),
     ]
 }
+
+/// Criterion's per-iteration times in microseconds for one benchmark, from
+/// `<out_dir>/<id>/new/sample.json` (one value per sample); `None`, with a
+/// note on stderr, when there are none (the benchmark was filtered out).
+pub fn criterion_samples_us(out_dir: &Path, id: &str) -> Option<Vec<f64>> {
+    let sample = out_dir.join(id).join("new/sample.json");
+    let Ok(text) = std::fs::read_to_string(&sample) else {
+        eprintln!(
+            "no criterion samples at {} (filtered out?)",
+            sample.display()
+        );
+        return None;
+    };
+    let v: serde_json::Value = serde_json::from_str(&text).expect("sample.json");
+    Some(
+        v["iters"]
+            .as_array()
+            .expect("iters")
+            .iter()
+            .zip(v["times"].as_array().expect("times"))
+            .map(|(i, t)| t.as_f64().unwrap_or(f64::NAN) / i.as_f64().unwrap_or(f64::NAN) / 1e3)
+            .collect(),
+    )
+}
