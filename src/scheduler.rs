@@ -9,7 +9,7 @@
 //! run ends in exactly one terminal status, written (with its retry, if any)
 //! before its group is released; on shutdown no new run or step starts.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -281,19 +281,17 @@ impl Scheduler {
         if self.shared.active.len() >= max {
             return Ok(None);
         }
-        let queued = self.shared.store.queued_runs(1000).await?;
+        // Only a group's first queued run can start; reading just those
+        // keeps a dispatch cheap however deep one group's queue is.
+        let queued = self.shared.store.queue_heads(1000).await?;
         let now = now_ms();
-        // Groups whose first queued run cannot start: later runs wait behind it.
-        let mut held: HashSet<String> = HashSet::new();
+        // One head per group: a head that cannot start (not due, its group
+        // busy) holds the runs behind it, which are not even read.
         let mut next_due: Option<i64> = None;
         for q in queued {
             if self.draining.is_cancelled() || self.shared.active.len() >= max {
                 break;
             }
-            if held.contains(&q.concurrency_group) {
-                continue;
-            }
-            held.insert(q.concurrency_group.clone());
             if let Some(due) = q.not_before.filter(|due| *due > now) {
                 next_due = Some(next_due.map_or(due, |n: i64| n.min(due)));
                 continue;
@@ -317,16 +315,18 @@ impl Scheduler {
                         crate::store::AfterRun::default(),
                     )
                     .await?;
-                held.remove(&q.concurrency_group);
+                // The group's next run is its head now: look again.
+                self.shared.wake_scheduler();
                 crate::metrics::run_finished(&q.pipeline, RunStatus::Failed.as_str(), None);
                 continue;
             };
             match self.shared.store.start_run(q.id, now_ms()).await {
                 Ok(true) => {}
                 Ok(false) => {
-                    // Superseded or cancelled meanwhile.
+                    // Superseded or cancelled meanwhile: the group's next
+                    // run (if any) is its head now, look again.
                     self.shared.active.remove(q.id);
-                    held.remove(&q.concurrency_group);
+                    self.shared.wake_scheduler();
                     continue;
                 }
                 Err(e) => {

@@ -70,7 +70,7 @@ async fn healthz() -> HttpResponse {
 /// Ready while the store answers; a failed pipeline reload keeps it ready
 /// (the previous pipelines still serve) but the body says why it failed.
 async fn readyz(shared: web::Data<Shared>) -> HttpResponse {
-    match shared.store.queued_runs(1).await {
+    match shared.store.queue_heads(1).await {
         Ok(_) => HttpResponse::Ok().content_type("text/plain").body(format!(
             "ready: store reachable, {} pipelines loaded\n{}",
             shared.pipelines().len(),

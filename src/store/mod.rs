@@ -514,6 +514,9 @@ pub trait Store: Send + Sync {
     async fn queue_run(&self, run: NewRun, now: i64) -> Result<Recorded, StoreError>;
     /// Queued runs in arrival order.
     async fn queued_runs(&self, limit: usize) -> Result<Vec<QueuedRun>, StoreError>;
+    /// The first queued run of each concurrency group (the only one of its
+    /// group that may start), in queue order: what the scheduler reads.
+    async fn queue_heads(&self, limit: usize) -> Result<Vec<QueuedRun>, StoreError>;
     /// `queued` → `running`; false when the run was not queued any more.
     async fn start_run(&self, id: i64, now: i64) -> Result<bool, StoreError>;
     /// Records the exact commit a run checked out.

@@ -34,6 +34,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_scheduling.sql"),
     include_str!("migrations/0003_remediation.sql"),
     include_str!("migrations/0004_body_segments.sql"),
+    include_str!("migrations/0005_queue_heads.sql"),
 ];
 
 /// Most jobs one transaction takes.
@@ -711,7 +712,8 @@ fn supersede_queued(
     // tables, which made this the costliest statement of an accepted push.
     let ids = txn
         .prepare_cached(
-            "SELECT id FROM runs WHERE concurrency_group = ?1 AND status = 'queued' AND id < ?2",
+            "SELECT id FROM runs INDEXED BY runs_queue
+             WHERE concurrency_group = ?1 AND status = 'queued' AND id < ?2",
         )
         .and_then(|mut s| {
             s.query_map(params![group, newer], |r| r.get(0))?
@@ -1006,6 +1008,46 @@ impl Store for SqliteStore {
                 .map_err(StoreError::sqlite("query queued runs"))?;
             rows.collect::<Result<_, _>>()
                 .map_err(StoreError::sqlite("read queued runs"))
+        })
+        .await
+    }
+
+    async fn queue_heads(&self, limit: usize) -> Result<Vec<QueuedRun>, StoreError> {
+        self.read(move |conn| {
+            // A loose index scan over runs_queue: one seek per group that
+            // has queued runs, then that group's first run; never the rest
+            // of a deep queue. INDEXED BY because without statistics the
+            // planner prefers runs_by_status and sorts every queued run.
+            let mut stmt = conn
+                .prepare_cached(
+                    "WITH RECURSIVE grp(name) AS (
+                         SELECT (SELECT concurrency_group FROM runs INDEXED BY runs_queue WHERE status = 'queued'
+                                 ORDER BY concurrency_group LIMIT 1)
+                         UNION ALL
+                         SELECT (SELECT concurrency_group FROM runs INDEXED BY runs_queue
+                                 WHERE status = 'queued' AND concurrency_group > grp.name
+                                 ORDER BY concurrency_group LIMIT 1)
+                         FROM grp WHERE grp.name IS NOT NULL
+                     )
+                     SELECT r.id, r.pipeline, r.concurrency_group, r.not_before FROM grp
+                     JOIN runs r ON r.id = (SELECT id FROM runs INDEXED BY runs_queue
+                                            WHERE status = 'queued' AND concurrency_group = grp.name
+                                            ORDER BY COALESCE(seq, id), id LIMIT 1)
+                     ORDER BY COALESCE(r.seq, r.id), r.id LIMIT ?1",
+                )
+                .map_err(StoreError::sqlite("prepare queue heads"))?;
+            let rows = stmt
+                .query_map([limit as i64], |r| {
+                    Ok(QueuedRun {
+                        id: r.get(0)?,
+                        pipeline: r.get(1)?,
+                        concurrency_group: r.get(2)?,
+                        not_before: r.get(3)?,
+                    })
+                })
+                .map_err(StoreError::sqlite("query queue heads"))?;
+            rows.collect::<Result<_, _>>()
+                .map_err(StoreError::sqlite("read queue heads"))
         })
         .await
     }
@@ -1655,6 +1697,77 @@ mod tests {
             queued.iter().map(|q| q.id).collect::<Vec<_>>(),
             vec![1, 2, 3]
         );
+    }
+
+    /// The scheduler reads one head per concurrency group, in queue order,
+    /// and a retry heads its group from its original's place.
+    #[tokio::test]
+    async fn queue_heads_are_the_first_queued_run_of_each_group() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        let mut ids = Vec::new();
+        for (i, pipeline) in ["deploy", "lint", "deploy", "deploy", "lint", "docs"]
+            .iter()
+            .enumerate()
+        {
+            let d = delivery(Some(&format!("q-{i}")), &[pipeline]);
+            ids.push(store.record_delivery(d).await.expect("record").runs[0].id);
+        }
+        let heads = |limit| {
+            let store = &store;
+            async move {
+                store
+                    .queue_heads(limit)
+                    .await
+                    .expect("heads")
+                    .into_iter()
+                    .map(|q| (q.id, q.concurrency_group))
+                    .collect::<Vec<_>>()
+            }
+        };
+        let deploy = |id: i64| (id, "deploy".to_string());
+        let lint = |id: i64| (id, "lint".to_string());
+        let docs = |id: i64| (id, "docs".to_string());
+        assert_eq!(
+            heads(10).await,
+            vec![deploy(ids[0]), lint(ids[1]), docs(ids[5])]
+        );
+        assert_eq!(heads(2).await, vec![deploy(ids[0]), lint(ids[1])]);
+
+        // deploy's head starts and fails; its retry goes back to the head of
+        // the queue (seq = the original's id), before the deploys behind it.
+        assert!(store.start_run(ids[0], 1).await.expect("start"));
+        assert_eq!(
+            heads(10).await,
+            vec![lint(ids[1]), deploy(ids[2]), docs(ids[5])]
+        );
+        let retry = store
+            .finish_run(
+                ids[0],
+                RunStatus::Failed,
+                None,
+                2,
+                AfterRun {
+                    retry: Some(RetryPlan {
+                        not_before: 3,
+                        only_if_no_newer: false,
+                    }),
+                    ..AfterRun::default()
+                },
+            )
+            .await
+            .expect("finish")
+            .expect("retry");
+        assert_eq!(
+            heads(10).await,
+            vec![deploy(retry), lint(ids[1]), docs(ids[5])]
+        );
+        assert_eq!(heads(10).await.len(), 3);
+        assert!(store
+            .cancel_queued(ids[5], "test", 4)
+            .await
+            .expect("cancel"));
+        assert_eq!(heads(10).await, vec![deploy(retry), lint(ids[1])]);
     }
 
     /// Every declared reference points at an existing row (foreign keys are
