@@ -132,10 +132,14 @@ pub(crate) struct BodyLog {
 
 impl BodyLog {
     /// Opens the log in `dir` (created if needed). Appends go to a new
-    /// segment after the newest one present, created on the first append.
-    pub(crate) fn open(dir: &Path) -> Result<BodyLog, StoreError> {
+    /// segment after both the newest one present and `referenced` (the
+    /// newest one stored rows point at: a segment file removed by hand must
+    /// not have its number reused for other bodies), created on the first
+    /// append.
+    pub(crate) fn open(dir: &Path, referenced: Option<i64>) -> Result<BodyLog, StoreError> {
         std::fs::create_dir_all(dir).map_err(io_error(format!("create {}", dir.display())))?;
-        let newest = segments(dir)?.last().copied().unwrap_or(0);
+        let present = segments(dir)?.last().copied().unwrap_or(0);
+        let newest = present.max(referenced.unwrap_or(0));
         Ok(BodyLog {
             dir: dir.to_path_buf(),
             segment: newest + 1,
@@ -313,7 +317,7 @@ mod tests {
     #[test]
     fn bodies_round_trip_across_batches_segments_and_restarts() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut log = BodyLog::open(dir.path()).expect("open");
+        let mut log = BodyLog::open(dir.path(), None).expect("open");
         log.begin();
         let a = log.append(b"first body");
         let mark = log.mark();
@@ -335,7 +339,7 @@ mod tests {
 
         // A restart never appends to an old segment.
         drop(log);
-        let mut log = BodyLog::open(dir.path()).expect("reopen");
+        let mut log = BodyLog::open(dir.path(), None).expect("reopen");
         log.begin();
         let d = log.append(b"fourth");
         log.flush().expect("flush");
@@ -365,7 +369,7 @@ mod tests {
     #[test]
     fn an_empty_batch_creates_no_file_and_a_missing_segment_is_an_error() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut log = BodyLog::open(dir.path()).expect("open");
+        let mut log = BodyLog::open(dir.path(), None).expect("open");
         log.begin();
         log.flush().expect("flush");
         assert!(segments(dir.path()).expect("list").is_empty());

@@ -117,7 +117,18 @@ impl SqliteStore {
         configure(&conn, &path)?;
         migrate(&mut conn, &path)?;
         let bodies = data_dir.join("bodies");
-        let log = BodyLog::open(&bodies)?;
+        // Segment numbers grow with delivery ids: the newest delivery with
+        // a segment names the newest segment any row points at.
+        let referenced: Option<i64> = conn
+            .query_row(
+                "SELECT body_segment FROM deliveries WHERE body_segment IS NOT NULL
+                 ORDER BY id DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(StoreError::sqlite("find the newest body segment in use"))?;
+        let log = BodyLog::open(&bodies, referenced)?;
         let current_segment = Arc::new(AtomicI64::new(log.current()));
 
         let (tx, rx) = mpsc::channel::<Job>();
@@ -2020,7 +2031,7 @@ mod tests {
         let mut conn = Connection::open(&path).expect("open");
         configure(&conn, &path).expect("configure");
         migrate(&mut conn, &path).expect("migrate");
-        let bodies = BodyLog::open(&dir.path().join("bodies")).expect("bodies");
+        let bodies = BodyLog::open(&dir.path().join("bodies"), None).expect("bodies");
         let answers: Arc<Mutex<Vec<(usize, bool)>>> = Arc::default();
         let (tx, rx) = mpsc::channel::<Job>();
         // (insert a row?, then fail?)
@@ -2099,6 +2110,37 @@ mod tests {
             Some(b"{\"ref\":\"refs/heads/main\"}".to_vec())
         );
         assert_eq!(store.delivery_body(99).await.expect("none"), None);
+    }
+
+    /// A segment file removed by hand: its number is not reused after a
+    /// restart, so rows that pointed into it never read other bodies.
+    #[tokio::test]
+    async fn a_removed_segment_number_is_never_reused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        let first = store
+            .record_delivery(delivery(Some("a"), &[]))
+            .await
+            .expect("a");
+        store.close();
+        drop(store);
+        for s in bodies::segments(&dir.path().join("bodies")).expect("list") {
+            std::fs::remove_file(bodies::segment_path(&dir.path().join("bodies"), s))
+                .expect("remove");
+        }
+        let store = SqliteStore::open(dir.path()).expect("reopen");
+        let mut other = delivery(Some("b"), &[]);
+        other.body = b"another body".to_vec();
+        let second = store.record_delivery(other).await.expect("b");
+        let err = store
+            .delivery_body(first.delivery)
+            .await
+            .expect_err("its segment is gone");
+        assert!(err.to_string().contains("deleted by hand"), "{err}");
+        assert_eq!(
+            store.delivery_body(second.delivery).await.expect("b"),
+            Some(b"another body".to_vec())
+        );
     }
 
     /// Pruning deletes a segment once no stored delivery points into it,
