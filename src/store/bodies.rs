@@ -5,29 +5,29 @@
 //! and inside SQLite each one costs several pages written to the WAL, then
 //! copied again by the checkpoint. Here the store's writer thread appends the
 //! bodies of a whole group commit to the current segment with one write and
-//! has a sync thread `fdatasync` them while it commits the transaction whose
-//! rows point at them (segment, offset, length); nobody is answered before
-//! both are on disk. A crash in between leaves either unreferenced bytes at
-//! the end of a segment, which nothing reads, or a committed delivery that
-//! was never acknowledged whose body reads back short (its runs keep their
-//! event in the row).
+//! one `fdatasync`, *before* it commits the transaction whose rows point at
+//! them (segment, offset, length). So a committed delivery's body is always
+//! on disk; a crash between the two leaves unreferenced bytes at the end of a
+//! segment, which nothing reads.
 //!
 //! Segments are never appended to after a restart (the writer starts a new
-//! one), so a torn tail is never built upon. A segment is deleted when the
-//! oldest delivery still stored points past it (pruning deletes deliveries
-//! oldest first, and segment numbers grow with delivery ids).
+//! one), so a torn tail is never built upon. Pruning deletes a segment older
+//! than the one being written once no stored row points into it; a segment
+//! that one kept delivery still points into stays whole.
 
 use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc};
 
 use super::StoreError;
 
 /// A segment stops taking bodies once it is this large (checked between
 /// group commits, so one may end a little past it).
 pub(crate) const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// What the group commit's body buffer keeps of its capacity between batches.
+const PENDING_KEPT: usize = 1024 * 1024;
 
 /// Where a body was put.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,16 +92,18 @@ pub(crate) fn read(dir: &Path, at: BodyRef) -> Result<Vec<u8>, StoreError> {
     Ok(body)
 }
 
-/// Deletes the segments before `keep_from` (all of them when `None`), except
-/// `current` and anything newer. Returns how many were deleted.
-pub(crate) fn delete_before(
+/// Deletes the segments older than `current` that no stored row points at
+/// (`referenced`). Returns how many were deleted.
+pub(crate) fn delete_unreferenced(
     dir: &Path,
-    keep_from: Option<i64>,
+    referenced: &[i64],
     current: i64,
 ) -> Result<usize, StoreError> {
-    let limit = keep_from.map_or(current, |k| k.min(current));
+    let doomed = segments(dir)?
+        .into_iter()
+        .filter(|id| *id < current && !referenced.contains(id));
     let mut deleted = 0;
-    for id in segments(dir)?.into_iter().filter(|id| *id < limit) {
+    for id in doomed {
         let path = segment_path(dir, id);
         match std::fs::remove_file(&path) {
             Ok(()) => deleted += 1,
@@ -122,8 +124,7 @@ pub(crate) struct BodyLog {
     dir: PathBuf,
     segment: i64,
     len: u64,
-    file: Option<Arc<File>>,
-    syncer: mpsc::Sender<SyncJob>,
+    file: Option<File>,
     /// Set after a failed write: the next batch starts a new segment rather
     /// than build on bytes of unknown state.
     broken: bool,
@@ -145,7 +146,6 @@ impl BodyLog {
             segment: newest + 1,
             len: 0,
             file: None,
-            syncer: spawn_syncer(),
             broken: false,
             pending: Vec::new(),
         })
@@ -189,52 +189,21 @@ impl BodyLog {
         self.pending.truncate(mark);
     }
 
-    /// Writes the group commit's bodies and syncs them.
-    #[cfg(test)]
+    /// Writes the group commit's bodies and syncs them: call before the
+    /// transaction that points at them commits. On error the transaction
+    /// must not commit.
     pub(crate) fn flush(&mut self) -> Result<(), StoreError> {
-        let sync = self.start_flush()?;
-        self.finish_flush(sync)
-    }
-
-    /// Writes the group commit's bodies and starts syncing them on the sync
-    /// thread, so that the sync overlaps the commit of the transaction that
-    /// points at them; [`Self::finish_flush`] waits for it. The 2xx answers
-    /// wait for both, so an acknowledged delivery always has its body on
-    /// disk. A crash between the two can leave a committed but
-    /// unacknowledged delivery whose body reads back short: its runs are
-    /// unaffected (they keep their event in the row) and reading the body
-    /// says it cannot.
-    pub(crate) fn start_flush(&mut self) -> Result<Option<PendingSync>, StoreError> {
         if self.pending.is_empty() {
-            return Ok(None);
+            return Ok(());
         }
         let result = self.write_pending();
         if result.is_err() {
             self.broken = true;
         }
-        result.map(Some)
+        result
     }
 
-    /// Waits for the sync [`Self::start_flush`] started.
-    pub(crate) fn finish_flush(&mut self, sync: Option<PendingSync>) -> Result<(), StoreError> {
-        let Some(sync) = sync else {
-            return Ok(());
-        };
-        let result = match sync.done.recv() {
-            Ok(r) => r,
-            // The sync thread is gone: sync here.
-            Err(_) => sync.file.sync_data(),
-        };
-        result.map_err(|e| {
-            self.broken = true;
-            StoreError::Task(format!(
-                "sync delivery bodies in {}: {e}",
-                segment_path(&self.dir, sync.segment).display()
-            ))
-        })
-    }
-
-    fn write_pending(&mut self) -> Result<PendingSync, StoreError> {
+    fn write_pending(&mut self) -> Result<(), StoreError> {
         let path = segment_path(&self.dir, self.segment);
         if self.file.is_none() {
             let file = OpenOptions::new()
@@ -246,15 +215,16 @@ impl BodyLog {
             File::open(&self.dir)
                 .and_then(|d| d.sync_all())
                 .map_err(io_error(format!("sync directory {}", self.dir.display())))?;
-            self.file = Some(Arc::new(file));
+            self.file = Some(file);
         }
-        let Some(file) = self.file.clone() else {
+        let Some(file) = self.file.as_ref() else {
             return Err(StoreError::Task(format!(
                 "body segment {} not open",
                 path.display()
             )));
         };
         file.write_all_at(&self.pending, self.len)
+            .and_then(|()| file.sync_data())
             .map_err(io_error(format!(
                 "write {} bytes of delivery bodies to {}",
                 self.pending.len(),
@@ -262,52 +232,10 @@ impl BodyLog {
             )))?;
         self.len += self.pending.len() as u64;
         self.pending.clear();
-        let (tx, done) = mpsc::sync_channel(1);
-        let job = SyncJob {
-            file: Arc::clone(&file),
-            done: tx,
-        };
-        if let Err(mpsc::SendError(job)) = self.syncer.send(job) {
-            // No sync thread: sync inline.
-            let _ = job.done.send(job.file.sync_data());
-        }
-        Ok(PendingSync {
-            segment: self.segment,
-            file,
-            done,
-        })
+        // A burst's buffer is not kept for good (idle memory).
+        self.pending.shrink_to(PENDING_KEPT);
+        Ok(())
     }
-}
-
-/// A sync under way on the sync thread.
-pub(crate) struct PendingSync {
-    segment: i64,
-    file: Arc<File>,
-    done: mpsc::Receiver<std::io::Result<()>>,
-}
-
-struct SyncJob {
-    file: Arc<File>,
-    done: mpsc::SyncSender<std::io::Result<()>>,
-}
-
-/// The sync thread: `fdatasync`s segments while the writer commits. Ends
-/// when its [`BodyLog`] is dropped.
-fn spawn_syncer() -> mpsc::Sender<SyncJob> {
-    let (tx, rx) = mpsc::channel::<SyncJob>();
-    let spawned = std::thread::Builder::new()
-        .name("hookd-store-sync".into())
-        .spawn(move || {
-            while let Ok(job) = rx.recv() {
-                let _ = job.done.send(job.file.sync_data());
-            }
-        });
-    if let Err(e) = spawned {
-        // The receiver is dropped with the closure: sends fail and each
-        // flush syncs inline instead.
-        tracing::warn!(error = %e, "cannot start the body sync thread; syncing inline");
-    }
-    tx
 }
 
 #[cfg(test)]
@@ -352,15 +280,15 @@ mod tests {
             assert_eq!(read(dir.path(), at).expect("read"), want);
         }
 
-        // Pruning keeps the segment of the oldest kept body and the current one.
+        // Pruning keeps the segments rows point at and the current one.
         assert_eq!(
-            delete_before(dir.path(), Some(c.segment), log.current()).expect("prune"),
+            delete_unreferenced(dir.path(), &[c.segment], log.current()).expect("prune"),
             1
         );
         assert!(read(dir.path(), a).is_err());
         assert_eq!(read(dir.path(), c).expect("c"), b"third");
         assert_eq!(
-            delete_before(dir.path(), None, log.current()).expect("prune all"),
+            delete_unreferenced(dir.path(), &[], log.current()).expect("prune all"),
             1
         );
         assert_eq!(read(dir.path(), d).expect("d"), b"fourth");

@@ -11,7 +11,6 @@
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -58,8 +57,6 @@ type Job = Box<dyn FnOnce(&Transaction, &mut BodyLog) -> (bool, Completion) + Se
 pub struct SqliteStore {
     path: PathBuf,
     bodies: PathBuf,
-    /// The body segment the writer appends to (pruning never deletes it).
-    current_segment: Arc<AtomicI64>,
     writer: Mutex<Option<mpsc::Sender<Job>>>,
     stop_checkpoints: Mutex<Option<mpsc::Sender<()>>>,
     readers: Arc<Mutex<Vec<Connection>>>,
@@ -129,14 +126,12 @@ impl SqliteStore {
             .optional()
             .map_err(StoreError::sqlite("find the newest body segment in use"))?;
         let log = BodyLog::open(&bodies, referenced)?;
-        let current_segment = Arc::new(AtomicI64::new(log.current()));
 
         let (tx, rx) = mpsc::channel::<Job>();
-        let segment = Arc::clone(&current_segment);
         let wal = data_dir.join("hookd.db-wal");
         let writer = std::thread::Builder::new()
             .name("hookd-store-writer".into())
-            .spawn(move || writer_loop(conn, log, segment, wal, rx, max_batch))
+            .spawn(move || writer_loop(conn, log, wal, rx, max_batch))
             .map_err(|e| StoreError::Task(format!("spawn writer thread: {e}")))?;
 
         let checkpoint_conn = Connection::open(&path).map_err(open_error(&path))?;
@@ -150,7 +145,6 @@ impl SqliteStore {
         Ok(SqliteStore {
             path,
             bodies,
-            current_segment,
             writer: Mutex::new(Some(tx)),
             stop_checkpoints: Mutex::new(Some(stop_tx)),
             readers: Arc::new(Mutex::new(Vec::new())),
@@ -296,7 +290,6 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
 fn writer_loop(
     mut conn: Connection,
     mut bodies: BodyLog,
-    current_segment: Arc<AtomicI64>,
     wal: PathBuf,
     rx: mpsc::Receiver<Job>,
     max_batch: usize,
@@ -318,7 +311,6 @@ fn writer_loop(
             }
         }
         bodies.begin();
-        current_segment.store(bodies.current(), Ordering::Relaxed);
         let mut completions = Vec::with_capacity(batch.len());
         let commit = (|| -> Result<(), StoreError> {
             let txn = conn
@@ -348,12 +340,9 @@ fn writer_loop(
                     ));
                 }
             }
-            // The bodies' sync overlaps the commit; nobody is answered
-            // before both are on disk (see BodyLog::start_flush).
-            let sync = bodies.start_flush()?;
-            let committed = txn.commit().map_err(StoreError::sqlite("commit"));
-            let synced = bodies.finish_flush(sync);
-            committed.and(synced)
+            // The bodies first: a committed row always points at synced bytes.
+            bodies.flush()?;
+            txn.commit().map_err(StoreError::sqlite("commit"))
         })();
         let commit = commit.map_err(|e| {
             tracing::error!(error = %e, "store write transaction failed");
@@ -1294,7 +1283,7 @@ impl Store for SqliteStore {
         max_age_ms: Option<i64>,
         max_runs_per_pipeline: Option<usize>,
     ) -> Result<Pruned, StoreError> {
-        let (pruned, keep_from) = self.write(move |txn| {
+        let (pruned, current, referenced) = self.write_with_bodies(move |txn, bodies| {
             // Finished, and nothing still depends on the row: no pending or
             // running escalation, no open verification, and no alert still
             // firing (its runs anchor the episode dedupe and max_runs window).
@@ -1352,26 +1341,26 @@ impl Store for SqliteStore {
                     .map_err(StoreError::sqlite("delete deliveries past max_age"))?,
                 None => 0,
             };
-            // Segment numbers grow with delivery ids: the oldest delivery
-            // left holds the oldest segment still needed.
-            let keep_from: Option<i64> = txn
+            // Decided here, on the writer: every row committed after this
+            // job points into `current` or a newer segment, so what is
+            // older and unreferenced now stays unreferenced.
+            let current = bodies.current();
+            let referenced: Vec<i64> = txn
                 .prepare_cached(
-                    "SELECT body_segment FROM deliveries WHERE body_segment IS NOT NULL ORDER BY id LIMIT 1",
+                    "SELECT DISTINCT body_segment FROM deliveries WHERE body_segment IS NOT NULL",
                 )
-                .and_then(|mut s| s.query_row([], |r| r.get(0)).optional())
-                .map_err(StoreError::sqlite("find the oldest body segment in use"))?;
-            Ok((Pruned { runs: doomed, deliveries }, keep_from))
+                .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+                .map_err(StoreError::sqlite("find the body segments in use"))?;
+            Ok((Pruned { runs: doomed, deliveries }, current, referenced))
         })
         .await?;
         // Only now that the deletions are committed may the files go.
-        let (dir, current) = (
-            self.bodies.clone(),
-            self.current_segment.load(Ordering::Relaxed),
-        );
-        let segments =
-            tokio::task::spawn_blocking(move || bodies::delete_before(&dir, keep_from, current))
-                .await
-                .map_err(|e| StoreError::Task(e.to_string()))??;
+        let dir = self.bodies.clone();
+        let segments = tokio::task::spawn_blocking(move || {
+            bodies::delete_unreferenced(&dir, &referenced, current)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))??;
         if segments > 0 {
             tracing::info!(segments, "deleted body segments no stored delivery needs");
         }
@@ -2056,14 +2045,7 @@ mod tests {
             tx.send(job).expect("queue job");
         }
         drop(tx);
-        writer_loop(
-            conn,
-            bodies,
-            Arc::default(),
-            dir.path().join("hookd.db-wal"),
-            rx,
-            512,
-        );
+        writer_loop(conn, bodies, dir.path().join("hookd.db-wal"), rx, 512);
 
         let mut answers = answers.lock().expect("answers").clone();
         answers.sort_unstable();
@@ -2143,49 +2125,45 @@ mod tests {
         );
     }
 
-    /// Pruning deletes a segment once no stored delivery points into it,
-    /// never the one being written, and only after the rows are gone.
+    /// Pruning deletes every older segment no stored delivery points into,
+    /// even behind one that a kept delivery still needs, never the one being
+    /// written, and only after the rows are gone.
     #[tokio::test]
     async fn pruning_deletes_body_segments_nothing_needs() {
         let dir = tempfile::tempdir().expect("tempdir");
         let segments = || bodies::segments(&dir.path().join("bodies")).expect("list");
-        let mut old = delivery(Some("old"), &[]);
-        old.received_at = 1_000;
-        let store = SqliteStore::open(dir.path()).expect("open");
-        let first = store.record_delivery(old).await.expect("old");
-        store.close();
-        drop(store);
-        // A restart writes to a new segment.
-        let store = SqliteStore::open(dir.path()).expect("reopen");
-        let second = store
-            .record_delivery(delivery(Some("new"), &["apply"]))
-            .await
-            .expect("new");
-        assert_eq!(segments().len(), 2);
         let now = 1_700_000_000_000;
+        // Each restart writes to a new segment: A (old, its run still
+        // queued, so kept), B (old, no runs), C (new).
+        let mut ids = Vec::new();
+        for (pid, received_at, pipelines) in [
+            ("a", 1_000, &["apply"][..]),
+            ("b", 2_000, &[][..]),
+            ("c", now, &[][..]),
+        ] {
+            let store = SqliteStore::open(dir.path()).expect("open");
+            let mut d = delivery(Some(pid), pipelines);
+            d.received_at = received_at;
+            ids.push(store.record_delivery(d).await.expect("record").delivery);
+            store.close();
+        }
+        let all = segments();
+        assert_eq!(all.len(), 3);
+        let store = SqliteStore::open(dir.path()).expect("reopen");
         let pruned = store
-            .prune(now, Some(now - 2_000), None)
+            .prune(now, Some(now - 10_000), None)
             .await
             .expect("prune");
-        assert_eq!(pruned.deliveries, 1);
-        assert_eq!(segments().len(), 1, "the old delivery's segment is gone");
+        assert_eq!(pruned.deliveries, 1, "only B goes: A's run is queued");
         assert_eq!(
-            store.delivery_body(first.delivery).await.expect("gone"),
-            None
+            segments(),
+            vec![all[0], all[2]],
+            "B's segment is gone, A's and C's stay"
         );
-        assert!(store
-            .delivery_body(second.delivery)
-            .await
-            .expect("kept")
-            .is_some());
-        // Nothing left at all: the segment being written stays.
-        store
-            .prune(now + 10_000, Some(1), None)
-            .await
-            .expect("prune all");
-        let left = segments();
-        assert_eq!(left.len(), 1);
-        assert_eq!(left[0], store.current_segment.load(Ordering::Relaxed));
+        assert_eq!(store.delivery_body(ids[1]).await.expect("gone"), None);
+        for kept in [ids[0], ids[2]] {
+            assert!(store.delivery_body(kept).await.expect("kept").is_some());
+        }
     }
 }
 
