@@ -305,6 +305,9 @@ impl Scheduler {
             let Some(pipeline) = self.shared.pipeline(&q.pipeline) else {
                 tracing::warn!(run = q.id, pipeline = %q.pipeline, "queued run's pipeline no longer exists");
                 self.shared.active.remove(q.id);
+                // The group's next run is its head now (also if the write
+                // below fails): look again.
+                self.shared.wake_scheduler();
                 self.shared
                     .store
                     .finish_run(
@@ -315,8 +318,6 @@ impl Scheduler {
                         crate::store::AfterRun::default(),
                     )
                     .await?;
-                // The group's next run is its head now: look again.
-                self.shared.wake_scheduler();
                 crate::metrics::run_finished(&q.pipeline, RunStatus::Failed.as_str(), None);
                 continue;
             };
@@ -331,6 +332,9 @@ impl Scheduler {
                 }
                 Err(e) => {
                     self.shared.active.remove(q.id);
+                    // A run queued meanwhile saw the group busy and did not
+                    // wake the scheduler.
+                    self.shared.wake_scheduler();
                     return Err(e);
                 }
             }
