@@ -302,9 +302,9 @@ fn main() {
                         |n| n.starts_with("actix-server"),
                     ),
                     (
-                        "store writer + body sync threads",
-                        "SQLite inserts, commit, body segment write, fdatasyncs",
-                        |n| n == "hookd-store-wri" || n == "hookd-store-syn",
+                        "store writer thread",
+                        "SQLite inserts, body segment write, fdatasyncs, commit",
+                        |n| n == "hookd-store-wri",
                     ),
                     (
                         "WAL checkpoint thread",
