@@ -432,6 +432,25 @@ fn runs_of_delivery(conn: &Connection, delivery: i64) -> Result<Vec<RunRef>, Sto
         .map_err(StoreError::sqlite("read runs of delivery"))
 }
 
+/// Runs a query of `id, pipeline, concurrency_group, not_before` rows
+/// limited to `limit` (`?1`).
+fn queued_rows(
+    stmt: &mut rusqlite::CachedStatement,
+    limit: usize,
+    what: &'static str,
+) -> Result<Vec<QueuedRun>, StoreError> {
+    stmt.query_map([limit as i64], |r| {
+        Ok(QueuedRun {
+            id: r.get(0)?,
+            pipeline: r.get(1)?,
+            concurrency_group: r.get(2)?,
+            not_before: r.get(3)?,
+        })
+    })
+    .and_then(|rows| rows.collect())
+    .map_err(StoreError::sqlite(format!("read {what}")))
+}
+
 const RUN_COLUMNS: &str = "id, delivery_id, pipeline, concurrency_group, trigger, status, reason, event, git_ref, commit_sha, attempt, created_at, started_at, finished_at, origin, retry_of, superseded_by, not_before, alert_fingerprint, effective, verify_until, escalation_reason, escalation_status";
 
 fn run_from_row(r: &rusqlite::Row) -> rusqlite::Result<(RunRecord, String, String)> {
@@ -996,18 +1015,7 @@ impl Store for SqliteStore {
                      WHERE status = 'queued' ORDER BY COALESCE(seq, id), id LIMIT ?1",
                 )
                 .map_err(StoreError::sqlite("prepare queued runs"))?;
-            let rows = stmt
-                .query_map([limit as i64], |r| {
-                    Ok(QueuedRun {
-                        id: r.get(0)?,
-                        pipeline: r.get(1)?,
-                        concurrency_group: r.get(2)?,
-                        not_before: r.get(3)?,
-                    })
-                })
-                .map_err(StoreError::sqlite("query queued runs"))?;
-            rows.collect::<Result<_, _>>()
-                .map_err(StoreError::sqlite("read queued runs"))
+            queued_rows(&mut stmt, limit, "queued runs")
         })
         .await
     }
@@ -1036,18 +1044,7 @@ impl Store for SqliteStore {
                      ORDER BY COALESCE(r.seq, r.id), r.id LIMIT ?1",
                 )
                 .map_err(StoreError::sqlite("prepare queue heads"))?;
-            let rows = stmt
-                .query_map([limit as i64], |r| {
-                    Ok(QueuedRun {
-                        id: r.get(0)?,
-                        pipeline: r.get(1)?,
-                        concurrency_group: r.get(2)?,
-                        not_before: r.get(3)?,
-                    })
-                })
-                .map_err(StoreError::sqlite("query queue heads"))?;
-            rows.collect::<Result<_, _>>()
-                .map_err(StoreError::sqlite("read queue heads"))
+            queued_rows(&mut stmt, limit, "queue heads")
         })
         .await
     }
