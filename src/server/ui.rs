@@ -473,31 +473,50 @@ async fn read_log(path: &std::path::Path) -> std::io::Result<(Vec<LogLine>, u64,
     Ok((lines, start + first as u64, start + end as u64))
 }
 
+/// The access check, the id in the path and the record it names, for the
+/// run and delivery pages: `Err` is the page to answer instead (refusal,
+/// 404 for a malformed or unknown id, store error).
+async fn detail<T, F>(
+    req: &HttpRequest,
+    path: web::Path<String>,
+    shared: &Shared,
+    what: &str,
+    fetch: impl FnOnce(i64) -> F,
+) -> Result<(i64, T), HttpResponse>
+where
+    F: std::future::Future<Output = Result<Option<T>, StoreError>>,
+{
+    if let Some(refusal) = gate(req, shared) {
+        return Err(refusal);
+    }
+    let raw = path.into_inner();
+    let not_found = || {
+        message(
+            shared,
+            StatusCode::NOT_FOUND,
+            "Not found",
+            format!("no {what} {raw:?}"),
+        )
+    };
+    let Ok(id) = raw.parse::<i64>() else {
+        return Err(not_found());
+    };
+    match fetch(id).await {
+        Ok(Some(found)) => Ok((id, found)),
+        Ok(None) => Err(not_found()),
+        Err(e) => Err(store_error(shared, e)),
+    }
+}
+
 async fn run_page(
     req: HttpRequest,
     path: web::Path<String>,
     shared: web::Data<Shared>,
 ) -> HttpResponse {
-    if let Some(refusal) = gate(&req, &shared) {
-        return refusal;
-    }
-    let raw = path.into_inner();
-    let not_found = || {
-        message(
-            &shared,
-            StatusCode::NOT_FOUND,
-            "Not found",
-            format!("no run {raw:?}"),
-        )
-    };
-    let Ok(id) = raw.parse::<i64>() else {
-        return not_found();
-    };
     // Status first, then the log: a terminal status means the log is complete.
-    let run = match shared.store.run(id).await {
-        Ok(Some(r)) => r,
-        Ok(None) => return not_found(),
-        Err(e) => return store_error(&shared, e),
+    let (id, run) = match detail(&req, path, &shared, "run", |id| shared.store.run(id)).await {
+        Ok(found) => found,
+        Err(refusal) => return refusal,
     };
     let (log, skipped_bytes, offset) = match read_log(&shared.run_dir(id).join("log")).await {
         Ok(l) => l,
@@ -638,25 +657,13 @@ async fn delivery_page(
     path: web::Path<String>,
     shared: web::Data<Shared>,
 ) -> HttpResponse {
-    if let Some(refusal) = gate(&req, &shared) {
-        return refusal;
-    }
-    let raw = path.into_inner();
-    let not_found = || {
-        message(
-            &shared,
-            StatusCode::NOT_FOUND,
-            "Not found",
-            format!("no delivery {raw:?}"),
-        )
-    };
-    let Ok(id) = raw.parse::<i64>() else {
-        return not_found();
-    };
-    let d = match shared.store.delivery(id).await {
-        Ok(Some(d)) => d,
-        Ok(None) => return not_found(),
-        Err(e) => return store_error(&shared, e),
+    let (id, d) = match detail(&req, path, &shared, "delivery", |id| {
+        shared.store.delivery(id)
+    })
+    .await
+    {
+        Ok(found) => found,
+        Err(refusal) => return refusal,
     };
     let mut pipelines = Vec::new();
     for r in &d.runs {
