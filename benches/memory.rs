@@ -22,18 +22,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hookd::event::{Event, PushEvent};
-use hookd::store::{NewDelivery, NewRun, RunOrigin, SqliteStore, Store};
+use hookd::store::{SqliteStore, Store};
 use support::*;
 
 const GIB: u64 = 1 << 30;
-
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn main() {
     let rounds = env_num("HOOKD_BENCH_ROUNDS", 5) as usize;
@@ -247,38 +239,14 @@ fn seed(data_dir: &Path, n: usize) {
             tasks.push(tokio::spawn(async move {
                 let mut i = t;
                 while i < n {
-                    let event = Event::Push(PushEvent::new(
-                        "binkkatal/sample_app".into(),
-                        "refs/heads/master".into(),
-                        "737d38c599c1b2991664dfc6155d6bf516fcce36",
-                        "fd489864e7642b48eaad6e3f155c10e46810ec72",
-                        Some("https://github.com/binkkatal/sample_app.git".into()),
-                        Some("binkkatal".into()),
-                    ));
                     store
-                        .record_delivery(NewDelivery {
-                            source: "github".into(),
-                            event_type: "push".into(),
-                            provider_delivery_id: Some(format!("seed-{i}")),
-                            received_at: 1_700_000_000_000 + i as i64,
-                            headers: vec![("x-github-event".into(), "push".into())],
-                            body: body.to_vec(),
-                            events: vec![event.clone()],
-                            skipped: Default::default(),
-                            runs: vec![NewRun {
-                                pipeline: "apply".into(),
-                                concurrency_group: "apply".into(),
-                                trigger: "push".into(),
-                                event,
-                                git_ref: Some("refs/heads/master".into()),
-                                commit: Some("fd489864e7642b48eaad6e3f155c10e46810ec72".into()),
-                                origin: RunOrigin::Webhook,
-                                supersede: true,
-                                alert: None,
-                            }],
-                            replay_of: None,
-                            alert_updates: Vec::new(),
-                        })
+                        .record_delivery(push_delivery(
+                            format!("seed-{i}"),
+                            1_700_000_000_000 + i as i64,
+                            &body,
+                            ("binkkatal/sample_app", "refs/heads/master", "binkkatal"),
+                            true,
+                        ))
                         .await
                         .expect("record");
                     i += TASKS;

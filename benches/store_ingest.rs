@@ -11,44 +11,21 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use hookd::event::{Event, PushEvent};
-use hookd::store::{NewDelivery, NewRun, RunOrigin, SqliteStore, Store};
+use hookd::store::{NewDelivery, SqliteStore, Store};
+
+mod support;
 
 const ROUNDS: usize = 5;
 const CONCURRENCY: usize = 64;
 
 fn delivery(i: usize, body: &[u8]) -> NewDelivery {
-    let event = Event::Push(PushEvent::new(
-        "acme/infra".into(),
-        "refs/heads/main".into(),
-        "737d38c599c1b2991664dfc6155d6bf516fcce36",
-        "fd489864e7642b48eaad6e3f155c10e46810ec72",
-        Some("https://github.com/acme/infra.git".into()),
-        Some("octocat".into()),
-    ));
-    NewDelivery {
-        source: "github".into(),
-        event_type: "push".into(),
-        provider_delivery_id: Some(format!("bench-{i}")),
-        received_at: 1_700_000_000_000,
-        headers: vec![("x-github-event".into(), "push".into())],
-        body: body.to_vec(),
-        events: vec![event.clone()],
-        skipped: Default::default(),
-        runs: vec![NewRun {
-            pipeline: "apply".into(),
-            concurrency_group: "apply".into(),
-            trigger: "push".into(),
-            event,
-            git_ref: Some("refs/heads/main".into()),
-            commit: Some("fd489864e7642b48eaad6e3f155c10e46810ec72".into()),
-            origin: RunOrigin::Webhook,
-            supersede: false,
-            alert: None,
-        }],
-        replay_of: None,
-        alert_updates: Vec::new(),
-    }
+    support::push_delivery(
+        format!("bench-{i}"),
+        1_700_000_000_000,
+        body,
+        ("acme/infra", "refs/heads/main", "octocat"),
+        false,
+    )
 }
 
 async fn round(max_batch: usize, n: usize, body: Arc<Vec<u8>>) -> f64 {

@@ -477,3 +477,56 @@ pub fn criterion_samples_us(out_dir: &Path, id: &str) -> Option<Vec<f64>> {
             .collect(),
     )
 }
+
+/// A numeric knob from the environment (`HOOKD_BENCH_*`), or `default`.
+pub fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A stored GitHub push of `body` to `repo` on `git_ref`, with one run of a
+/// pipeline `apply` (superseding its queued runs or not): what the store
+/// benchmarks write, through the store API, without HTTP.
+pub fn push_delivery(
+    delivery_id: String,
+    received_at: i64,
+    body: &[u8],
+    (repo, git_ref, pusher): (&str, &str, &str),
+    supersede: bool,
+) -> hookd::store::NewDelivery {
+    use hookd::event::{Event, PushEvent};
+    use hookd::store::{NewDelivery, NewRun, RunOrigin};
+    let event = Event::Push(PushEvent::new(
+        repo.into(),
+        git_ref.into(),
+        "737d38c599c1b2991664dfc6155d6bf516fcce36",
+        "fd489864e7642b48eaad6e3f155c10e46810ec72",
+        Some(format!("https://github.com/{repo}.git")),
+        Some(pusher.into()),
+    ));
+    NewDelivery {
+        source: "github".into(),
+        event_type: "push".into(),
+        provider_delivery_id: Some(delivery_id),
+        received_at,
+        headers: vec![("x-github-event".into(), "push".into())],
+        body: body.to_vec(),
+        events: vec![event.clone()],
+        skipped: Default::default(),
+        runs: vec![NewRun {
+            pipeline: "apply".into(),
+            concurrency_group: "apply".into(),
+            trigger: "push".into(),
+            event,
+            git_ref: Some(git_ref.into()),
+            commit: Some("fd489864e7642b48eaad6e3f155c10e46810ec72".into()),
+            origin: RunOrigin::Webhook,
+            supersede,
+            alert: None,
+        }],
+        replay_of: None,
+        alert_updates: Vec::new(),
+    }
+}
