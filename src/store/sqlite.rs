@@ -1738,23 +1738,7 @@ mod tests {
             heads(10).await,
             vec![lint(ids[1]), deploy(ids[2]), docs(ids[5])]
         );
-        let retry = store
-            .finish_run(
-                ids[0],
-                RunStatus::Failed,
-                None,
-                2,
-                AfterRun {
-                    retry: Some(RetryPlan {
-                        not_before: 3,
-                        only_if_no_newer: false,
-                    }),
-                    ..AfterRun::default()
-                },
-            )
-            .await
-            .expect("finish")
-            .expect("retry");
+        let retry = fail_with_retry(&store, ids[0], 2, 3, false).await;
         assert_eq!(
             heads(10).await,
             vec![deploy(retry), lint(ids[1]), docs(ids[5])]
@@ -1780,6 +1764,29 @@ mod tests {
         assert!(dangling.is_empty(), "dangling references: {dangling:?}");
     }
 
+    /// Ends run `id` as failed at `now` with a retry due at `not_before`;
+    /// the retry's id.
+    async fn fail_with_retry(
+        store: &SqliteStore,
+        id: i64,
+        now: i64,
+        not_before: i64,
+        only_if_no_newer: bool,
+    ) -> i64 {
+        let then = AfterRun {
+            retry: Some(RetryPlan {
+                not_before,
+                only_if_no_newer,
+            }),
+            ..AfterRun::default()
+        };
+        store
+            .finish_run(id, RunStatus::Failed, Some("exit 1"), now, then)
+            .await
+            .expect("finish")
+            .expect("a retry")
+    }
+
     /// The writes that set or remove links (supersede, retry, step rows,
     /// pruning) leave no dangling reference behind.
     #[tokio::test]
@@ -1799,23 +1806,7 @@ mod tests {
 
         assert!(store.start_run(r2, 10).await.expect("start"));
         store.step_started(r2, 0, "apply", 10).await.expect("step");
-        let retry = store
-            .finish_run(
-                r2,
-                RunStatus::Failed,
-                Some("exit 1"),
-                20,
-                AfterRun {
-                    retry: Some(RetryPlan {
-                        not_before: 30,
-                        only_if_no_newer: true,
-                    }),
-                    ..AfterRun::default()
-                },
-            )
-            .await
-            .expect("finish")
-            .expect("a retry");
+        let retry = fail_with_retry(&store, r2, 20, 30, true).await;
         assert_eq!(
             store
                 .run(retry)
