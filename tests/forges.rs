@@ -795,14 +795,7 @@ fn generic_get_with_query_token_and_post_with_base64_hmac() {
 #[test]
 fn gitlab_push_of_fifty_commits_sees_every_changed_path() {
     let repo = GitRepo::new();
-    let base = repo.commit(&[("README", "x\n")], "base");
-    let mut last = base.clone();
-    let mut expected = Vec::new();
-    for i in 0..50 {
-        let path = format!("terraform/module-{i:02}.tf");
-        last = repo.commit(&[(path.as_str(), "x\n")], &format!("c{i}"));
-        expected.push(path);
-    }
+    let (base, last, expected) = repo.fifty_terraform_commits();
     let env = env_with(
         "  gitlab: { kind: gitlab, token_file: ./gitlab.token }\n",
         &[(

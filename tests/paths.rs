@@ -113,14 +113,7 @@ fn path_filters_see_what_git_says_changed() {
 #[test]
 fn a_push_of_fifty_commits_sees_every_changed_path() {
     let repo = GitRepo::new();
-    let base = repo.commit(&[("README", "x\n")], "base");
-    let mut last = base.clone();
-    let mut expected = Vec::new();
-    for i in 0..50 {
-        let path = format!("terraform/module-{i:02}.tf");
-        last = repo.commit(&[(path.as_str(), "x\n")], &format!("c{i}"));
-        expected.push(path);
-    }
+    let (base, last, expected) = repo.fifty_terraform_commits();
     let env = Env::new("", &[("terraform", TERRAFORM)]);
     let daemon = env.start();
     let (_, run) = push_and_wait(&daemon, &repo, "refs/heads/main", &base, &last, "fifty");

@@ -372,6 +372,20 @@ impl GitRepo {
         self.head()
     }
 
+    /// A base commit, then 50 commits each adding `terraform/module-NN.tf`;
+    /// (base, last, the 50 paths in order).
+    pub fn fifty_terraform_commits(&self) -> (String, String, Vec<String>) {
+        let base = self.commit(&[("README", "x\n")], "base");
+        let mut last = base.clone();
+        let mut paths = Vec::new();
+        for i in 0..50 {
+            let path = format!("terraform/module-{i:02}.tf");
+            last = self.commit(&[(path.as_str(), "x\n")], &format!("c{i}"));
+            paths.push(path);
+        }
+        (base, last, paths)
+    }
+
     pub fn head(&self) -> String {
         self.git(&["rev-parse", "HEAD"])
     }
