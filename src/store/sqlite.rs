@@ -434,12 +434,38 @@ fn runs_of_delivery(conn: &Connection, delivery: i64) -> Result<Vec<RunRef>, Sto
 
 /// Runs a query of `id, pipeline, concurrency_group, not_before` rows
 /// limited to `limit` (`?1`).
+/// The first queued run of each concurrency group, in queue order: a loose
+/// index scan over `runs_queue`, one seek per group that has queued runs,
+/// then that group's first run; never the rest of a deep queue. INDEXED BY
+/// because without statistics the planner prefers `runs_by_status` and
+/// sorts every queued run.
+///
+/// No `LIMIT ?`: SQLite plans with a bound LIMIT's value, so binding one
+/// re-prepares the statement on every call (this one's parse and plan cost
+/// more than running it); the caller takes the first rows instead.
+const QUEUE_HEADS: &str = "WITH RECURSIVE grp(name) AS (
+         SELECT (SELECT concurrency_group FROM runs INDEXED BY runs_queue WHERE status = 'queued'
+                 ORDER BY concurrency_group LIMIT 1)
+         UNION ALL
+         SELECT (SELECT concurrency_group FROM runs INDEXED BY runs_queue
+                 WHERE status = 'queued' AND concurrency_group > grp.name
+                 ORDER BY concurrency_group LIMIT 1)
+         FROM grp WHERE grp.name IS NOT NULL
+     )
+     SELECT r.id, r.pipeline, r.concurrency_group, r.not_before FROM grp
+     JOIN runs r ON r.id = (SELECT id FROM runs INDEXED BY runs_queue
+                            WHERE status = 'queued' AND concurrency_group = grp.name
+                            ORDER BY COALESCE(seq, id), id LIMIT 1)
+     ORDER BY COALESCE(r.seq, r.id), r.id";
+
+/// At most `limit` queued runs from `stmt` run with `params`.
 fn queued_rows(
     stmt: &mut rusqlite::CachedStatement,
+    params: impl rusqlite::Params,
     limit: usize,
     what: &'static str,
 ) -> Result<Vec<QueuedRun>, StoreError> {
-    stmt.query_map([limit as i64], |r| {
+    stmt.query_map(params, |r| {
         Ok(QueuedRun {
             id: r.get(0)?,
             pipeline: r.get(1)?,
@@ -447,7 +473,7 @@ fn queued_rows(
             not_before: r.get(3)?,
         })
     })
-    .and_then(|rows| rows.collect())
+    .and_then(|rows| rows.take(limit).collect())
     .map_err(StoreError::sqlite(format!("read {what}")))
 }
 
@@ -1015,36 +1041,17 @@ impl Store for SqliteStore {
                      WHERE status = 'queued' ORDER BY COALESCE(seq, id), id LIMIT ?1",
                 )
                 .map_err(StoreError::sqlite("prepare queued runs"))?;
-            queued_rows(&mut stmt, limit, "queued runs")
+            queued_rows(&mut stmt, [limit as i64], limit, "queued runs")
         })
         .await
     }
 
     async fn queue_heads(&self, limit: usize) -> Result<Vec<QueuedRun>, StoreError> {
         self.read(move |conn| {
-            // A loose index scan over runs_queue: one seek per group that
-            // has queued runs, then that group's first run; never the rest
-            // of a deep queue. INDEXED BY because without statistics the
-            // planner prefers runs_by_status and sorts every queued run.
             let mut stmt = conn
-                .prepare_cached(
-                    "WITH RECURSIVE grp(name) AS (
-                         SELECT (SELECT concurrency_group FROM runs INDEXED BY runs_queue WHERE status = 'queued'
-                                 ORDER BY concurrency_group LIMIT 1)
-                         UNION ALL
-                         SELECT (SELECT concurrency_group FROM runs INDEXED BY runs_queue
-                                 WHERE status = 'queued' AND concurrency_group > grp.name
-                                 ORDER BY concurrency_group LIMIT 1)
-                         FROM grp WHERE grp.name IS NOT NULL
-                     )
-                     SELECT r.id, r.pipeline, r.concurrency_group, r.not_before FROM grp
-                     JOIN runs r ON r.id = (SELECT id FROM runs INDEXED BY runs_queue
-                                            WHERE status = 'queued' AND concurrency_group = grp.name
-                                            ORDER BY COALESCE(seq, id), id LIMIT 1)
-                     ORDER BY COALESCE(r.seq, r.id), r.id LIMIT ?1",
-                )
+                .prepare_cached(QUEUE_HEADS)
                 .map_err(StoreError::sqlite("prepare queue heads"))?;
-            queued_rows(&mut stmt, limit, "queue heads")
+            queued_rows(&mut stmt, [], limit, "queue heads")
         })
         .await
     }
@@ -1749,6 +1756,21 @@ mod tests {
             .await
             .expect("cancel"));
         assert_eq!(heads(10).await, vec![deploy(retry), lint(ids[1])]);
+    }
+
+    /// The dispatcher's query is parsed and planned once per connection,
+    /// not on every wake-up (a bound LIMIT made SQLite re-prepare it).
+    #[test]
+    fn queue_heads_is_not_re_prepared_per_call() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        let conn = Connection::open(store.path()).expect("connect");
+        let mut stmt = conn.prepare_cached(QUEUE_HEADS).expect("prepare");
+        for _ in 0..3 {
+            queued_rows(&mut stmt, [], 5, "queue heads").expect("heads");
+        }
+        assert_eq!(stmt.get_status(rusqlite::StatementStatus::RePrepare), 0);
+        assert_eq!(stmt.get_status(rusqlite::StatementStatus::Run), 3);
     }
 
     /// Every declared reference points at an existing row (foreign keys are
