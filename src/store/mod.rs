@@ -61,9 +61,24 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    pub(crate) fn sqlite(context: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> StoreError {
-        let context = context.into();
-        move |source| StoreError::Sqlite { context, source }
+    /// Maps a SQLite error to one that says what was being done. Nothing
+    /// is allocated unless there is an error (this wraps every statement of
+    /// the write path).
+    pub(crate) fn sqlite(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+        move |source| StoreError::Sqlite {
+            context: context.to_string(),
+            source,
+        }
+    }
+
+    /// [`Self::sqlite`] with a context built only if there is an error.
+    pub(crate) fn sqlite_with(
+        context: impl FnOnce() -> String,
+    ) -> impl FnOnce(rusqlite::Error) -> StoreError {
+        move |source| StoreError::Sqlite {
+            context: context(),
+            source,
+        }
     }
 }
 

@@ -65,7 +65,7 @@ pub struct SqliteStore {
 
 fn configure(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     conn.busy_timeout(Duration::from_secs(5))
-        .map_err(StoreError::sqlite(format!(
+        .map_err(StoreError::sqlite_with(|| format!(
             "set busy timeout on {}",
             path.display()
         )))?;
@@ -83,7 +83,7 @@ fn configure(conn: &Connection, path: &Path) -> Result<(), StoreError> {
          PRAGMA temp_store = MEMORY;
          PRAGMA wal_autocheckpoint = 0;",
     )
-    .map_err(StoreError::sqlite(format!("configure {}", path.display())))
+    .map_err(StoreError::sqlite_with(|| format!("configure {}", path.display())))
 }
 
 fn open_error(path: &Path) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
@@ -277,11 +277,11 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
             .transaction()
             .map_err(StoreError::sqlite("begin migration"))?;
         txn.execute_batch(sql)
-            .map_err(StoreError::sqlite(format!("apply migration {}", i + 1)))?;
+            .map_err(StoreError::sqlite_with(|| format!("apply migration {}", i + 1)))?;
         txn.pragma_update(None, "user_version", (i + 1) as i64)
             .map_err(StoreError::sqlite("record schema version"))?;
         txn.commit()
-            .map_err(StoreError::sqlite(format!("commit migration {}", i + 1)))?;
+            .map_err(StoreError::sqlite_with(|| format!("commit migration {}", i + 1)))?;
         tracing::info!(version = i + 1, db = %path.display(), "applied schema migration");
     }
     Ok(())
@@ -474,7 +474,7 @@ fn queued_rows(
         })
     })
     .and_then(|rows| rows.take(limit).collect())
-    .map_err(StoreError::sqlite(format!("read {what}")))
+    .map_err(StoreError::sqlite_with(|| format!("read {what}")))
 }
 
 const RUN_COLUMNS: &str = "id, delivery_id, pipeline, concurrency_group, trigger, status, reason, event, git_ref, commit_sha, attempt, created_at, started_at, finished_at, origin, retry_of, superseded_by, not_before, alert_fingerprint, effective, verify_until, escalation_reason, escalation_status";
@@ -678,7 +678,7 @@ fn insert_run(
             escalate.then_some("pending"),
         ])
     })
-    .map_err(StoreError::sqlite(format!("queue run of pipeline {}", run.pipeline)))?;
+    .map_err(StoreError::sqlite_with(|| format!("queue run of pipeline {}", run.pipeline)))?;
     let id = txn.last_insert_rowid();
     if terminal {
         return Ok(Queued::Suppressed(id));
@@ -713,7 +713,7 @@ fn apply_alert_update(
             resolved.then_some(now)
         ],
     )
-    .map_err(StoreError::sqlite(format!(
+    .map_err(StoreError::sqlite_with(|| format!(
         "record the state of alert {}",
         u.fingerprint
     )))?;
@@ -764,7 +764,7 @@ fn supersede_queued(
             s.query_map(params![group, newer], |r| r.get(0))?
                 .collect::<Result<Vec<i64>, _>>()
         })
-        .map_err(StoreError::sqlite(format!(
+        .map_err(StoreError::sqlite_with(|| format!(
             "find queued runs of group {group}"
         )))?;
     if ids.is_empty() {
@@ -780,7 +780,7 @@ fn supersede_queued(
     for id in &ids {
         update
             .execute(params![id, newer, now])
-            .map_err(StoreError::sqlite(format!(
+            .map_err(StoreError::sqlite_with(|| format!(
                 "supersede queued run {id} of group {group}"
             )))?;
     }
@@ -805,7 +805,7 @@ fn insert_retry(
                 |r| r.get(0),
             )
             .optional()
-            .map_err(StoreError::sqlite(format!("look for runs newer than {id}")))?;
+            .map_err(StoreError::sqlite_with(|| format!("look for runs newer than {id}")))?;
         if newer.is_some() {
             return Ok(None);
         }
@@ -821,7 +821,7 @@ fn insert_retry(
              FROM runs WHERE id = ?1",
             params![id, now, plan.not_before],
         )
-        .map_err(StoreError::sqlite(format!("queue a retry of run {id}")))?;
+        .map_err(StoreError::sqlite_with(|| format!("queue a retry of run {id}")))?;
     Ok((n == 1).then(|| txn.last_insert_rowid()))
 }
 
@@ -837,7 +837,7 @@ fn close_steps(txn: &Transaction, id: i64, status: RunStatus, now: i64) -> Resul
         "UPDATE steps SET status = ?2, finished_at = ?3 WHERE run_id = ?1 AND status = 'running'",
         params![id, step_status.as_str(), now],
     )
-    .map_err(StoreError::sqlite(format!("close steps of run {id}")))?;
+    .map_err(StoreError::sqlite_with(|| format!("close steps of run {id}")))?;
     Ok(())
 }
 
@@ -891,7 +891,7 @@ impl Store for SqliteStore {
                     body.len,
                 ])
             })
-            .map_err(StoreError::sqlite(format!("insert delivery from source {}", d.source)))?;
+            .map_err(StoreError::sqlite_with(|| format!("insert delivery from source {}", d.source)))?;
             let delivery = txn.last_insert_rowid();
             let mut cancel_running = Vec::new();
             for u in &d.alert_updates {
@@ -956,7 +956,7 @@ impl Store for SqliteStore {
                 let pgids: Vec<i32> = txn
                     .prepare_cached("SELECT pgid FROM steps WHERE run_id = ?1 AND status = 'running' AND pgid IS NOT NULL")
                     .and_then(|mut s| s.query_map([id], |r| r.get(0))?.collect())
-                    .map_err(StoreError::sqlite(format!("read process groups of run {id}")))?;
+                    .map_err(StoreError::sqlite_with(|| format!("read process groups of run {id}")))?;
                 close_steps(txn, id, RunStatus::Interrupted, now)?;
                 txn.execute(
                     "UPDATE runs SET status = 'interrupted', finished_at = ?2,
@@ -964,7 +964,7 @@ impl Store for SqliteStore {
                      WHERE id = ?1",
                     params![id, now],
                 )
-                .map_err(StoreError::sqlite(format!("mark run {id} interrupted")))?;
+                .map_err(StoreError::sqlite_with(|| format!("mark run {id} interrupted")))?;
                 let retry = match retry(&pipeline, attempt) {
                     Some(plan) => insert_retry(txn, id, plan, now)?,
                     None => None,
@@ -980,7 +980,7 @@ impl Store for SqliteStore {
                 let pgids: Vec<i32> = txn
                     .prepare_cached("SELECT pgid FROM steps WHERE run_id = ?1 AND status = 'running' AND pgid IS NOT NULL")
                     .and_then(|mut s| s.query_map([id], |r| r.get(0))?.collect())
-                    .map_err(StoreError::sqlite(format!("read process groups of run {id}")))?;
+                    .map_err(StoreError::sqlite_with(|| format!("read process groups of run {id}")))?;
                 close_steps(txn, id, RunStatus::Interrupted, now)?;
                 txn.execute(
                     "UPDATE runs SET escalation_status = 'failed',
@@ -988,7 +988,7 @@ impl Store for SqliteStore {
                      WHERE id = ?1",
                     [id],
                 )
-                .map_err(StoreError::sqlite(format!("mark the escalation of run {id} failed")))?;
+                .map_err(StoreError::sqlite_with(|| format!("mark the escalation of run {id} failed")))?;
                 out.push(Recovered { id, pgids, retry: None });
             }
             Ok(out)
@@ -1063,7 +1063,7 @@ impl Store for SqliteStore {
                     "UPDATE runs SET status = 'running', started_at = ?2 WHERE id = ?1 AND status = 'queued'",
                     params![id, now],
                 )
-                .map_err(StoreError::sqlite(format!("start run {id}")))?;
+                .map_err(StoreError::sqlite_with(|| format!("start run {id}")))?;
             Ok(n == 1)
         })
         .await
@@ -1076,7 +1076,7 @@ impl Store for SqliteStore {
                 "UPDATE runs SET commit_sha = ?2 WHERE id = ?1",
                 params![id, commit],
             )
-            .map_err(StoreError::sqlite(format!("record commit of run {id}")))?;
+            .map_err(StoreError::sqlite_with(|| format!("record commit of run {id}")))?;
             Ok(())
         })
         .await
@@ -1096,7 +1096,7 @@ impl Store for SqliteStore {
                  VALUES (?1, ?2, ?3, 'running', ?4)",
                 params![run, idx as i64, name, now],
             )
-            .map_err(StoreError::sqlite(format!(
+            .map_err(StoreError::sqlite_with(|| format!(
                 "record start of step {idx} of run {run}"
             )))?;
             Ok(())
@@ -1118,7 +1118,7 @@ impl Store for SqliteStore {
                  WHERE run_id = ?1 AND idx = ?2",
                 params![run, idx as i64, status.as_str(), exit_code, now],
             )
-            .map_err(StoreError::sqlite(format!(
+            .map_err(StoreError::sqlite_with(|| format!(
                 "record end of step {idx} of run {run}"
             )))?;
             Ok(())
@@ -1132,7 +1132,7 @@ impl Store for SqliteStore {
                 "UPDATE steps SET pgid = ?3 WHERE run_id = ?1 AND idx = ?2",
                 params![run, idx as i64, pgid],
             )
-            .map_err(StoreError::sqlite(format!(
+            .map_err(StoreError::sqlite_with(|| format!(
                 "record process group of step {idx} of run {run}"
             )))?;
             Ok(())
@@ -1158,7 +1158,7 @@ impl Store for SqliteStore {
                      WHERE id = ?1 AND status IN ('queued', 'running')",
                     params![id, status.as_str(), reason, now],
                 )
-                .map_err(StoreError::sqlite(format!("finish run {id}")))?;
+                .map_err(StoreError::sqlite_with(|| format!("finish run {id}")))?;
             if n == 0 {
                 return Ok(None);
             }
@@ -1168,7 +1168,7 @@ impl Store for SqliteStore {
                     "UPDATE runs SET escalation_reason = ?2, escalation_status = 'pending' WHERE id = ?1",
                     params![id, why],
                 )
-                .map_err(StoreError::sqlite(format!("mark the escalation of run {id}")))?;
+                .map_err(StoreError::sqlite_with(|| format!("mark the escalation of run {id}")))?;
             }
             if let Some(within) = then.verify_within_ms {
                 // Resolved since the remediation started: effective at once.
@@ -1184,7 +1184,7 @@ impl Store for SqliteStore {
                     "UPDATE runs SET verify_until = ?2, effective = ?3 WHERE id = ?1",
                     params![id, now + within, resolved_meanwhile.then_some(1)],
                 )
-                .map_err(StoreError::sqlite(format!("open the verification of run {id}")))?;
+                .map_err(StoreError::sqlite_with(|| format!("open the verification of run {id}")))?;
             }
             match then.retry {
                 Some(plan) => insert_retry(txn, id, plan, now),
@@ -1238,7 +1238,7 @@ impl Store for SqliteStore {
                  WHERE id = ?1",
                 params![id, reason, status, now],
             )
-            .map_err(StoreError::sqlite(format!(
+            .map_err(StoreError::sqlite_with(|| format!(
                 "record the escalation of run {id}"
             )))?;
             Ok(())
@@ -1255,7 +1255,7 @@ impl Store for SqliteStore {
                      WHERE id = ?1 AND status = 'queued'",
                     params![id, reason, now],
                 )
-                .map_err(StoreError::sqlite(format!("cancel queued run {id}")))?;
+                .map_err(StoreError::sqlite_with(|| format!("cancel queued run {id}")))?;
             Ok(n == 1)
         })
         .await
@@ -1276,7 +1276,7 @@ impl Store for SqliteStore {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()
-            .map_err(StoreError::sqlite(format!("find the last success of {pipeline} on {git_ref}")))
+            .map_err(StoreError::sqlite_with(|| format!("find the last success of {pipeline} on {git_ref}")))
         })
         .await
     }
@@ -1325,7 +1325,7 @@ impl Store for SqliteStore {
                     .and_then(|_| txn.execute("UPDATE runs SET superseded_by = NULL WHERE superseded_by = ?1", [id]))
                     .and_then(|_| txn.execute("DELETE FROM steps WHERE run_id = ?1", [id]))
                     .and_then(|_| txn.execute("DELETE FROM runs WHERE id = ?1", [id]))
-                    .map_err(StoreError::sqlite(format!("delete run {id}")))?;
+                    .map_err(StoreError::sqlite_with(|| format!("delete run {id}")))?;
             }
             let deliveries = match max_age_ms {
                 Some(age) => txn
@@ -1380,7 +1380,7 @@ impl Store for SqliteStore {
                     run_from_row,
                 )
                 .optional()
-                .map_err(StoreError::sqlite(format!("read run {id}")))?;
+                .map_err(StoreError::sqlite_with(|| format!("read run {id}")))?;
             let Some(raw) = raw else { return Ok(None) };
             let mut run = finish_run_row(raw)?;
             let mut stmt = conn
@@ -1399,10 +1399,10 @@ impl Store for SqliteStore {
                         r.get(4)?,
                     ))
                 })
-                .map_err(StoreError::sqlite(format!("read steps of run {id}")))?;
+                .map_err(StoreError::sqlite_with(|| format!("read steps of run {id}")))?;
             for row in rows {
                 let (name, status, exit_code, started_at, finished_at) =
-                    row.map_err(StoreError::sqlite(format!("read steps of run {id}")))?;
+                    row.map_err(StoreError::sqlite_with(|| format!("read steps of run {id}")))?;
                 let status = StepStatus::parse(&status).ok_or_else(|| StoreError::Corrupt {
                     what: "step status",
                     id,
@@ -1476,7 +1476,7 @@ impl Store for SqliteStore {
                     },
                 )
                 .optional()
-                .map_err(StoreError::sqlite(format!("read delivery {id}")))?;
+                .map_err(StoreError::sqlite_with(|| format!("read delivery {id}")))?;
             let Some((source, event, received_at, provider_delivery_id, headers, events, skipped, replay_of)) = row
             else {
                 return Ok(None);
@@ -1507,7 +1507,7 @@ impl Store for SqliteStore {
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
                 )
                 .optional()
-                .map_err(StoreError::sqlite(format!("read body of delivery {id}")))?;
+                .map_err(StoreError::sqlite_with(|| format!("read body of delivery {id}")))?;
             match row {
                 None => Ok(None),
                 // Stored before schema version 4: in the row itself.
