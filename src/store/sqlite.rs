@@ -5,8 +5,10 @@
 //! send it jobs; it takes every job waiting (up to [`MAX_BATCH`]), runs them
 //! in one transaction, commits once, then answers them all: group commit. A
 //! job that fails after changing rows rolls the whole batch back (see
-//! `writer_loop`). WAL checkpoints run on a separate thread so a commit never
-//! pays for one. Reads use a small pool of read-only connections on blocking
+//! `writer_loop`). WAL checkpoints run on a separate thread, woken by the
+//! commits, so a commit never pays for one (see `checkpoint_loop`); the
+//! writer checkpoints and truncates the WAL itself only past
+//! [`WAL_RESTART_BYTES`]. Reads use a small pool of read-only connections on blocking
 //! threads, never on the async executor.
 
 use std::collections::VecDeque;
@@ -39,7 +41,12 @@ const MIGRATIONS: &[&str] = &[
 /// Most jobs one transaction takes.
 const MAX_BATCH: usize = 512;
 
-/// Past this size the writer restarts the WAL (see [`restart_wal_if_large`]).
+/// The least time between two checkpoints of the checkpoint thread (see
+/// [`checkpoint_loop`]).
+const CHECKPOINT_PAUSE: Duration = Duration::from_millis(5);
+
+/// Past this size the writer checkpoints and truncates the WAL (see
+/// [`restart_wal_if_large`]).
 const WAL_RESTART_BYTES: u64 = 64 * 1024 * 1024;
 
 /// A write not committed by then is reported as failed (the HTTP side
@@ -58,17 +65,16 @@ pub struct SqliteStore {
     path: PathBuf,
     bodies: PathBuf,
     writer: Mutex<Option<mpsc::Sender<Job>>>,
-    stop_checkpoints: Mutex<Option<mpsc::Sender<()>>>,
+    stop_checkpoints: Mutex<Option<mpsc::SyncSender<()>>>,
     readers: Arc<Mutex<Vec<Connection>>>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 fn configure(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     conn.busy_timeout(Duration::from_secs(5))
-        .map_err(StoreError::sqlite_with(|| format!(
-            "set busy timeout on {}",
-            path.display()
-        )))?;
+        .map_err(StoreError::sqlite_with(|| {
+            format!("set busy timeout on {}", path.display())
+        }))?;
     // Foreign keys are declared but not enforced: enforcing them made every
     // UPDATE of a linking column (superseded_by, retry_of) a multi-row
     // statement with its own statement journal, a quarter of the writer's
@@ -83,7 +89,9 @@ fn configure(conn: &Connection, path: &Path) -> Result<(), StoreError> {
          PRAGMA temp_store = MEMORY;
          PRAGMA wal_autocheckpoint = 0;",
     )
-    .map_err(StoreError::sqlite_with(|| format!("configure {}", path.display())))
+    .map_err(StoreError::sqlite_with(|| {
+        format!("configure {}", path.display())
+    }))
 }
 
 fn open_error(path: &Path) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
@@ -129,14 +137,15 @@ impl SqliteStore {
 
         let (tx, rx) = mpsc::channel::<Job>();
         let wal = data_dir.join("hookd.db-wal");
+        let (stop_tx, stop_rx) = mpsc::sync_channel::<()>(1);
+        let committed = stop_tx.clone();
         let writer = std::thread::Builder::new()
             .name("hookd-store-writer".into())
-            .spawn(move || writer_loop(conn, log, wal, rx, max_batch))
+            .spawn(move || writer_loop(conn, log, wal, rx, max_batch, committed))
             .map_err(|e| StoreError::Task(format!("spawn writer thread: {e}")))?;
 
         let checkpoint_conn = Connection::open(&path).map_err(open_error(&path))?;
         configure(&checkpoint_conn, &path)?;
-        let (stop_tx, stop_rx) = mpsc::channel::<()>();
         let checkpointer = std::thread::Builder::new()
             .name("hookd-store-checkpoint".into())
             .spawn(move || checkpoint_loop(checkpoint_conn, stop_rx))
@@ -276,12 +285,14 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
         let txn = conn
             .transaction()
             .map_err(StoreError::sqlite("begin migration"))?;
-        txn.execute_batch(sql)
-            .map_err(StoreError::sqlite_with(|| format!("apply migration {}", i + 1)))?;
+        txn.execute_batch(sql).map_err(StoreError::sqlite_with(|| {
+            format!("apply migration {}", i + 1)
+        }))?;
         txn.pragma_update(None, "user_version", (i + 1) as i64)
             .map_err(StoreError::sqlite("record schema version"))?;
-        txn.commit()
-            .map_err(StoreError::sqlite_with(|| format!("commit migration {}", i + 1)))?;
+        txn.commit().map_err(StoreError::sqlite_with(|| {
+            format!("commit migration {}", i + 1)
+        }))?;
         tracing::info!(version = i + 1, db = %path.display(), "applied schema migration");
     }
     Ok(())
@@ -293,6 +304,7 @@ fn writer_loop(
     wal: PathBuf,
     rx: mpsc::Receiver<Job>,
     max_batch: usize,
+    committed: mpsc::SyncSender<()>,
 ) {
     // Jobs not yet run when a batch was abandoned go first in the next one.
     let mut carried: VecDeque<Job> = VecDeque::new();
@@ -354,21 +366,43 @@ fn writer_loop(
         for c in completions {
             c(commit.clone());
         }
-        restart_wal_if_large(&conn, &wal);
+        if commit.is_ok() {
+            // Full: a wake-up is already pending.
+            let _ = committed.try_send(());
+        }
+        restart_wal_if_large(&conn, &wal, WAL_RESTART_BYTES);
     }
+}
+
+/// What [`restart_wal_if_large`] did.
+#[derive(Debug, PartialEq, Eq)]
+enum WalRestart {
+    /// The WAL was within its bound.
+    NotNeeded,
+    /// Checkpointed whole and truncated.
+    Done,
+    /// A reader still used the WAL; the next batch tries again.
+    Blocked,
+    /// The checkpoint failed (logged).
+    Failed,
 }
 
 /// The WAL is reused from its start only once a checkpoint has copied all
 /// of it while no write was under way; under sustained writes the passive
 /// checkpoints never get there and the file would grow without bound. Past
-/// [`WAL_RESTART_BYTES`] the writer itself waits for one checkpoint that
-/// copies the rest (most of it is copied already) and restarts the WAL.
-fn restart_wal_if_large(conn: &Connection, wal: &Path) {
-    let large = std::fs::metadata(wal).is_ok_and(|m| m.len() > WAL_RESTART_BYTES);
+/// `limit` bytes the writer itself waits for one checkpoint that copies the
+/// rest (most of it is copied already) and truncates the WAL.
+///
+/// TRUNCATE, not RESTART: RESTART leaves the file at its size and writes
+/// again from its start, so the file's size, which is what this checks,
+/// stayed past the bound and every later batch paid for another
+/// checkpoint (one to four milliseconds of the writer's time each).
+fn restart_wal_if_large(conn: &Connection, wal: &Path, limit: u64) -> WalRestart {
+    let large = std::fs::metadata(wal).is_ok_and(|m| m.len() > limit);
     if !large {
-        return;
+        return WalRestart::NotNeeded;
     }
-    match conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| {
+    match conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
         Ok((
             r.get::<_, i64>(0)?,
             r.get::<_, i64>(1)?,
@@ -376,27 +410,46 @@ fn restart_wal_if_large(conn: &Connection, wal: &Path) {
         ))
     }) {
         Ok((0, log, done)) => {
-            tracing::debug!(frames = log, copied = done, "WAL restarted")
+            tracing::debug!(
+                frames = log,
+                copied = done,
+                "WAL checkpointed and truncated"
+            );
+            WalRestart::Done
         }
         Ok((_, log, done)) => {
             tracing::debug!(
                 frames = log,
                 copied = done,
-                "WAL restart blocked by a reader"
-            )
+                "WAL truncation blocked by a reader"
+            );
+            WalRestart::Blocked
         }
-        Err(e) => tracing::warn!(error = %e, wal = %wal.display(), "WAL restart checkpoint failed"),
+        Err(e) => {
+            tracing::warn!(error = %e, wal = %wal.display(), "WAL truncating checkpoint failed");
+            WalRestart::Failed
+        }
     }
 }
 
-fn checkpoint_loop(conn: Connection, stop: mpsc::Receiver<()>) {
-    // Until the store closes (the sender is dropped), move WAL pages into the
-    // database every half second, off the commit path.
-    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(Duration::from_millis(500)) {
+/// Moves WAL pages into the database off the commit path: after commits
+/// (the writer wakes it; one checkpoint then covers every commit of the
+/// next [`CHECKPOINT_PAUSE`]) and every half second, until the store closes
+/// (every sender is dropped). A checkpoint that has copied the whole WAL
+/// lets the writer's next transaction start the WAL over from its
+/// beginning, so under sustained writes the WAL stays far below
+/// [`WAL_RESTART_BYTES`] and the writer never checkpoints itself.
+fn checkpoint_loop(conn: Connection, wake: mpsc::Receiver<()>) {
+    loop {
+        match wake.recv_timeout(Duration::from_millis(500)) {
+            Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
         if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0))
         {
             tracing::debug!(error = %e, "wal checkpoint failed");
         }
+        std::thread::sleep(CHECKPOINT_PAUSE);
     }
 }
 
@@ -713,10 +766,9 @@ fn apply_alert_update(
             resolved.then_some(now)
         ],
     )
-    .map_err(StoreError::sqlite_with(|| format!(
-        "record the state of alert {}",
-        u.fingerprint
-    )))?;
+    .map_err(StoreError::sqlite_with(|| {
+        format!("record the state of alert {}", u.fingerprint)
+    }))?;
     if !resolved {
         return Ok(Vec::new());
     }
@@ -764,9 +816,9 @@ fn supersede_queued(
             s.query_map(params![group, newer], |r| r.get(0))?
                 .collect::<Result<Vec<i64>, _>>()
         })
-        .map_err(StoreError::sqlite_with(|| format!(
-            "find queued runs of group {group}"
-        )))?;
+        .map_err(StoreError::sqlite_with(|| {
+            format!("find queued runs of group {group}")
+        }))?;
     if ids.is_empty() {
         return Ok(ids);
     }
@@ -780,9 +832,9 @@ fn supersede_queued(
     for id in &ids {
         update
             .execute(params![id, newer, now])
-            .map_err(StoreError::sqlite_with(|| format!(
-                "supersede queued run {id} of group {group}"
-            )))?;
+            .map_err(StoreError::sqlite_with(|| {
+                format!("supersede queued run {id} of group {group}")
+            }))?;
     }
     Ok(ids)
 }
@@ -805,7 +857,9 @@ fn insert_retry(
                 |r| r.get(0),
             )
             .optional()
-            .map_err(StoreError::sqlite_with(|| format!("look for runs newer than {id}")))?;
+            .map_err(StoreError::sqlite_with(|| {
+                format!("look for runs newer than {id}")
+            }))?;
         if newer.is_some() {
             return Ok(None);
         }
@@ -837,7 +891,9 @@ fn close_steps(txn: &Transaction, id: i64, status: RunStatus, now: i64) -> Resul
         "UPDATE steps SET status = ?2, finished_at = ?3 WHERE run_id = ?1 AND status = 'running'",
         params![id, step_status.as_str(), now],
     )
-    .map_err(StoreError::sqlite_with(|| format!("close steps of run {id}")))?;
+    .map_err(StoreError::sqlite_with(|| {
+        format!("close steps of run {id}")
+    }))?;
     Ok(())
 }
 
@@ -1076,7 +1132,9 @@ impl Store for SqliteStore {
                 "UPDATE runs SET commit_sha = ?2 WHERE id = ?1",
                 params![id, commit],
             )
-            .map_err(StoreError::sqlite_with(|| format!("record commit of run {id}")))?;
+            .map_err(StoreError::sqlite_with(|| {
+                format!("record commit of run {id}")
+            }))?;
             Ok(())
         })
         .await
@@ -1096,9 +1154,9 @@ impl Store for SqliteStore {
                  VALUES (?1, ?2, ?3, 'running', ?4)",
                 params![run, idx as i64, name, now],
             )
-            .map_err(StoreError::sqlite_with(|| format!(
-                "record start of step {idx} of run {run}"
-            )))?;
+            .map_err(StoreError::sqlite_with(|| {
+                format!("record start of step {idx} of run {run}")
+            }))?;
             Ok(())
         })
         .await
@@ -1118,9 +1176,9 @@ impl Store for SqliteStore {
                  WHERE run_id = ?1 AND idx = ?2",
                 params![run, idx as i64, status.as_str(), exit_code, now],
             )
-            .map_err(StoreError::sqlite_with(|| format!(
-                "record end of step {idx} of run {run}"
-            )))?;
+            .map_err(StoreError::sqlite_with(|| {
+                format!("record end of step {idx} of run {run}")
+            }))?;
             Ok(())
         })
         .await
@@ -1132,9 +1190,9 @@ impl Store for SqliteStore {
                 "UPDATE steps SET pgid = ?3 WHERE run_id = ?1 AND idx = ?2",
                 params![run, idx as i64, pgid],
             )
-            .map_err(StoreError::sqlite_with(|| format!(
-                "record process group of step {idx} of run {run}"
-            )))?;
+            .map_err(StoreError::sqlite_with(|| {
+                format!("record process group of step {idx} of run {run}")
+            }))?;
             Ok(())
         })
         .await
@@ -1238,9 +1296,9 @@ impl Store for SqliteStore {
                  WHERE id = ?1",
                 params![id, reason, status, now],
             )
-            .map_err(StoreError::sqlite_with(|| format!(
-                "record the escalation of run {id}"
-            )))?;
+            .map_err(StoreError::sqlite_with(|| {
+                format!("record the escalation of run {id}")
+            }))?;
             Ok(())
         })
         .await
@@ -1255,7 +1313,9 @@ impl Store for SqliteStore {
                      WHERE id = ?1 AND status = 'queued'",
                     params![id, reason, now],
                 )
-                .map_err(StoreError::sqlite_with(|| format!("cancel queued run {id}")))?;
+                .map_err(StoreError::sqlite_with(|| {
+                    format!("cancel queued run {id}")
+                }))?;
             Ok(n == 1)
         })
         .await
@@ -1399,10 +1459,14 @@ impl Store for SqliteStore {
                         r.get(4)?,
                     ))
                 })
-                .map_err(StoreError::sqlite_with(|| format!("read steps of run {id}")))?;
+                .map_err(StoreError::sqlite_with(|| {
+                    format!("read steps of run {id}")
+                }))?;
             for row in rows {
                 let (name, status, exit_code, started_at, finished_at) =
-                    row.map_err(StoreError::sqlite_with(|| format!("read steps of run {id}")))?;
+                    row.map_err(StoreError::sqlite_with(|| {
+                        format!("read steps of run {id}")
+                    }))?;
                 let status = StepStatus::parse(&status).ok_or_else(|| StoreError::Corrupt {
                     what: "step status",
                     id,
@@ -1758,6 +1822,88 @@ mod tests {
         assert_eq!(heads(10).await, vec![deploy(retry), lint(ids[1])]);
     }
 
+    /// Past its bound the WAL is checkpointed once and starts again from
+    /// nothing; the batches after that do not checkpoint again until it has
+    /// grown past the bound anew.
+    #[test]
+    fn the_wal_is_truncated_once_past_its_bound_not_after_every_batch() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("hookd.db");
+        let mut conn = Connection::open(&path).expect("open");
+        configure(&conn, &path).expect("configure");
+        migrate(&mut conn, &path).expect("migrate");
+        let wal = dir.path().join("hookd.db-wal");
+        let limit = 256 * 1024;
+        let write = |conn: &Connection, n: usize| {
+            for i in 0..n {
+                conn.execute(
+                    "INSERT INTO alerts (fingerprint, status, updated_at) VALUES (?1, 'firing', 0)",
+                    [format!("{i:0>2000}")],
+                )
+                .expect("insert");
+            }
+        };
+        write(&conn, 200);
+        assert!(std::fs::metadata(&wal).expect("wal").len() > limit);
+        assert_eq!(restart_wal_if_large(&conn, &wal, limit), WalRestart::Done);
+        assert_eq!(std::fs::metadata(&wal).expect("wal").len(), 0);
+        // The next small commit finds the WAL within its bound.
+        conn.execute("DELETE FROM alerts WHERE rowid = 1", [])
+            .expect("delete");
+        assert_eq!(
+            restart_wal_if_large(&conn, &wal, limit),
+            WalRestart::NotNeeded
+        );
+        let count: i64 = conn
+            .query_row("SELECT count(*) FROM alerts", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(count, 199, "nothing lost through the checkpoint");
+    }
+
+    /// A commit wakes the checkpoint thread (not only its half-second
+    /// timer): once it has copied the WAL whole, the next transaction starts
+    /// the WAL over, so the WAL holds only what came after.
+    #[tokio::test]
+    async fn commits_wake_the_checkpointer_and_the_wal_starts_over() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        // The WAL's frame count, as a checkpoint reports it (-1 while the
+        // store's own checkpoint holds the checkpoint lock).
+        let frames = || {
+            let conn = Connection::open(store.path()).expect("connect");
+            for _ in 0..100 {
+                let n = conn
+                    .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1))
+                    .expect("checkpoint");
+                if n >= 0 {
+                    return n;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            panic!("the WAL stayed locked by a checkpoint for a second");
+        };
+        store
+            .record_delivery(delivery(Some("w-0"), &["deploy"]))
+            .await
+            .expect("record");
+        let one = frames();
+        for i in 1..40 {
+            let d = delivery(Some(&format!("w-{i}")), &["deploy"]);
+            store.record_delivery(d).await.expect("record");
+        }
+        // Far less than the timer's half second.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        store
+            .record_delivery(delivery(Some("w-last"), &["deploy"]))
+            .await
+            .expect("record");
+        let after = frames();
+        assert!(
+            after <= 2 * one,
+            "{after} frames in the WAL after the restart; one delivery writes {one}"
+        );
+    }
+
     /// The dispatcher's query is parsed and planned once per connection,
     /// not on every wake-up (a bound LIMIT made SQLite re-prepare it).
     #[test]
@@ -2055,7 +2201,15 @@ mod tests {
             tx.send(job).expect("queue job");
         }
         drop(tx);
-        writer_loop(conn, bodies, dir.path().join("hookd.db-wal"), rx, 512);
+        let (committed, _wakes) = mpsc::sync_channel(1);
+        writer_loop(
+            conn,
+            bodies,
+            dir.path().join("hookd.db-wal"),
+            rx,
+            512,
+            committed,
+        );
 
         let mut answers = answers.lock().expect("answers").clone();
         answers.sort_unstable();
