@@ -1822,16 +1822,23 @@ mod tests {
         assert_eq!(heads(10).await, vec![deploy(retry), lint(ids[1])]);
     }
 
-    /// Past its bound the WAL is checkpointed once and starts again from
-    /// nothing; the batches after that do not checkpoint again until it has
-    /// grown past the bound anew.
-    #[test]
-    fn the_wal_is_truncated_once_past_its_bound_not_after_every_batch() {
+    /// A configured, migrated write connection to `hookd.db` in a new
+    /// temporary directory, without the store's threads.
+    fn migrated_connection() -> (tempfile::TempDir, Connection) {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("hookd.db");
         let mut conn = Connection::open(&path).expect("open");
         configure(&conn, &path).expect("configure");
         migrate(&mut conn, &path).expect("migrate");
+        (dir, conn)
+    }
+
+    /// Past its bound the WAL is checkpointed once and starts again from
+    /// nothing; the batches after that do not checkpoint again until it has
+    /// grown past the bound anew.
+    #[test]
+    fn the_wal_is_truncated_once_past_its_bound_not_after_every_batch() {
+        let (dir, conn) = migrated_connection();
         let wal = dir.path().join("hookd.db-wal");
         let limit = 256 * 1024;
         let write = |conn: &Connection, n: usize| {
@@ -2171,11 +2178,7 @@ mod tests {
     /// and the jobs after it run in the next batch.
     #[test]
     fn a_job_failing_after_changes_rolls_back_its_batch_and_the_rest_run_next() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("hookd.db");
-        let mut conn = Connection::open(&path).expect("open");
-        configure(&conn, &path).expect("configure");
-        migrate(&mut conn, &path).expect("migrate");
+        let (dir, conn) = migrated_connection();
         let bodies = BodyLog::open(&dir.path().join("bodies"), None).expect("bodies");
         let answers: Arc<Mutex<Vec<(usize, bool)>>> = Arc::default();
         let (tx, rx) = mpsc::channel::<Job>();
@@ -2214,7 +2217,7 @@ mod tests {
         let mut answers = answers.lock().expect("answers").clone();
         answers.sort_unstable();
         assert_eq!(answers, vec![(0, false), (1, false), (2, false), (3, true)]);
-        let rows: Vec<String> = Connection::open(&path)
+        let rows: Vec<String> = Connection::open(dir.path().join("hookd.db"))
             .expect("reopen")
             .prepare("SELECT fingerprint FROM alerts ORDER BY fingerprint")
             .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
