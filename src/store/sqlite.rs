@@ -36,6 +36,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_remediation.sql"),
     include_str!("migrations/0004_body_segments.sql"),
     include_str!("migrations/0005_queue_heads.sql"),
+    include_str!("migrations/0006_running_index.sql"),
 ];
 
 /// Most jobs one transaction takes.
@@ -490,8 +491,8 @@ fn runs_of_delivery(conn: &Connection, delivery: i64) -> Result<Vec<RunRef>, Sto
 /// The first queued run of each concurrency group, in queue order: a loose
 /// index scan over `runs_queue`, one seek per group that has queued runs,
 /// then that group's first run; never the rest of a deep queue. INDEXED BY
-/// because without statistics the planner prefers `runs_by_status` and
-/// sorts every queued run.
+/// because without statistics the planner may prefer another index and
+/// sort every queued run.
 ///
 /// No `LIMIT ?`: SQLite plans with a bound LIMIT's value, so binding one
 /// re-prepares the statement on every call (this one's parse and plan cost
