@@ -42,7 +42,7 @@ const MIGRATIONS: &[&str] = &[
 /// Most jobs one transaction takes.
 const MAX_BATCH: usize = 512;
 
-/// The least time between two checkpoints of the checkpoint thread (see
+/// The least pause between two checkpoints of the checkpoint thread (see
 /// [`checkpoint_loop`]).
 const CHECKPOINT_PAUSE: Duration = Duration::from_millis(5);
 
@@ -71,8 +71,11 @@ pub struct SqliteStore {
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
+/// How long a statement waits for a lock another connection holds.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
 fn configure(conn: &Connection, path: &Path) -> Result<(), StoreError> {
-    conn.busy_timeout(Duration::from_secs(5))
+    conn.busy_timeout(BUSY_TIMEOUT)
         .map_err(StoreError::sqlite_with(|| {
             format!("set busy timeout on {}", path.display())
         }))?;
@@ -245,7 +248,7 @@ impl SqliteStore {
                         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
                     )
                     .map_err(open_error(&path))?;
-                    c.busy_timeout(Duration::from_secs(5))
+                    c.busy_timeout(BUSY_TIMEOUT)
                         .map_err(StoreError::sqlite("set busy timeout"))?;
                     c
                 }
@@ -309,6 +312,7 @@ fn writer_loop(
 ) {
     // Jobs not yet run when a batch was abandoned go first in the next one.
     let mut carried: VecDeque<Job> = VecDeque::new();
+    let mut warnings = WalWarnings { last: None };
     loop {
         let mut batch = std::mem::take(&mut carried);
         if batch.is_empty() {
@@ -371,7 +375,8 @@ fn writer_loop(
             // Full: a wake-up is already pending.
             let _ = committed.try_send(());
         }
-        restart_wal_if_large(&conn, &wal, WAL_RESTART_BYTES);
+        let outcome = restart_wal_if_large(&conn, &wal, WAL_RESTART_BYTES);
+        warnings.report(&outcome, &wal);
     }
 }
 
@@ -383,59 +388,103 @@ enum WalRestart {
     /// Checkpointed whole and truncated.
     Done,
     /// A reader still used the WAL; the next batch tries again.
-    Blocked,
-    /// The checkpoint failed (logged).
-    Failed,
+    Blocked { frames: i64, copied: i64 },
+    /// The checkpoint failed.
+    Failed(String),
 }
 
 /// The WAL is reused from its start only once a checkpoint has copied all
-/// of it while no write was under way; under sustained writes the passive
-/// checkpoints never get there and the file would grow without bound. Past
-/// `limit` bytes the writer itself waits for one checkpoint that copies the
-/// rest (most of it is copied already) and truncates the WAL.
+/// of it while no write was under way; the checkpoint thread usually gets
+/// there (see [`checkpoint_loop`]), but a reader that keeps an old snapshot
+/// open prevents it and the file would grow without bound. Past `limit`
+/// bytes the writer itself runs one checkpoint that copies the rest (most
+/// of it is copied already) and truncates the WAL.
 ///
 /// TRUNCATE, not RESTART: RESTART leaves the file at its size and writes
 /// again from its start, so the file's size, which is what this checks,
 /// stayed past the bound and every later batch paid for another
 /// checkpoint (one to four milliseconds of the writer's time each).
+///
+/// It does not wait for readers (the connection's busy timeout is lifted
+/// for it): behind a long reader each attempt would hold the writer for
+/// the whole timeout; blocked, it is tried again after the next batch.
 fn restart_wal_if_large(conn: &Connection, wal: &Path, limit: u64) -> WalRestart {
     let large = std::fs::metadata(wal).is_ok_and(|m| m.len() > limit);
     if !large {
         return WalRestart::NotNeeded;
     }
-    match conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+    if let Err(e) = conn.busy_timeout(Duration::ZERO) {
+        return WalRestart::Failed(format!("clear the busy timeout: {e}"));
+    }
+    let result = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
         Ok((
             r.get::<_, i64>(0)?,
             r.get::<_, i64>(1)?,
             r.get::<_, i64>(2)?,
         ))
-    }) {
-        Ok((0, log, done)) => {
-            tracing::debug!(
-                frames = log,
-                copied = done,
-                "WAL checkpointed and truncated"
-            );
+    });
+    if let Err(e) = conn.busy_timeout(BUSY_TIMEOUT) {
+        return WalRestart::Failed(format!("restore the busy timeout: {e}"));
+    }
+    match result {
+        Ok((0, frames, copied)) => {
+            tracing::debug!(frames, copied, "WAL checkpointed and truncated");
             WalRestart::Done
         }
-        Ok((_, log, done)) => {
-            tracing::debug!(
-                frames = log,
-                copied = done,
-                "WAL truncation blocked by a reader"
-            );
-            WalRestart::Blocked
+        Ok((_, frames, copied)) => WalRestart::Blocked { frames, copied },
+        // SQLITE_BUSY without a busy handler: another checkpoint (the
+        // checkpoint thread's) holds the checkpoint lock.
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::DatabaseBusy =>
+        {
+            WalRestart::Blocked {
+                frames: -1,
+                copied: -1,
+            }
         }
-        Err(e) => {
-            tracing::warn!(error = %e, wal = %wal.display(), "WAL truncating checkpoint failed");
-            WalRestart::Failed
+        Err(e) => WalRestart::Failed(e.to_string()),
+    }
+}
+
+/// Says, at most once a minute, why the WAL is past its bound.
+struct WalWarnings {
+    last: Option<std::time::Instant>,
+}
+
+impl WalWarnings {
+    fn report(&mut self, outcome: &WalRestart, wal: &Path) {
+        if matches!(outcome, WalRestart::NotNeeded | WalRestart::Done) {
+            return;
+        }
+        let now = std::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(60))
+        {
+            return;
+        }
+        self.last = Some(now);
+        match outcome {
+            WalRestart::Blocked { frames, copied } => tracing::warn!(
+                wal = %wal.display(),
+                frames,
+                copied,
+                "the WAL is past its bound and a reader keeps it from being truncated; retrying after each write"
+            ),
+            WalRestart::Failed(e) => tracing::warn!(
+                wal = %wal.display(),
+                error = %e,
+                "the WAL is past its bound and its truncating checkpoint failed; retrying after each write"
+            ),
+            WalRestart::NotNeeded | WalRestart::Done => {}
         }
     }
 }
 
 /// Moves WAL pages into the database off the commit path: after commits
 /// (the writer wakes it; one checkpoint then covers every commit of the
-/// next [`CHECKPOINT_PAUSE`]) and every half second, until the store closes
+/// next [`CHECKPOINT_PAUSE`], or of four times as long as the checkpoint
+/// took, whichever is longer) and every half second, until the store closes
 /// (every sender is dropped). A checkpoint that has copied the whole WAL
 /// lets the writer's next transaction start the WAL over from its
 /// beginning, so under sustained writes the WAL stays far below
@@ -446,11 +495,15 @@ fn checkpoint_loop(conn: Connection, wake: mpsc::Receiver<()>) {
             Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
         }
+        let started = std::time::Instant::now();
         if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0))
         {
             tracing::debug!(error = %e, "wal checkpoint failed");
         }
-        std::thread::sleep(CHECKPOINT_PAUSE);
+        // On a slow disk (each checkpoint syncs the WAL and the database)
+        // checkpoints take at most a fifth of the time, leaving the rest
+        // of the disk's syncs to the commits.
+        std::thread::sleep(CHECKPOINT_PAUSE.max(started.elapsed() * 4));
     }
 }
 
@@ -486,8 +539,6 @@ fn runs_of_delivery(conn: &Connection, delivery: i64) -> Result<Vec<RunRef>, Sto
         .map_err(StoreError::sqlite("read runs of delivery"))
 }
 
-/// Runs a query of `id, pipeline, concurrency_group, not_before` rows
-/// limited to `limit` (`?1`).
 /// The first queued run of each concurrency group, in queue order: a loose
 /// index scan over `runs_queue`, one seek per group that has queued runs,
 /// then that group's first run; never the rest of a deep queue. INDEXED BY
@@ -1868,6 +1919,46 @@ mod tests {
         assert_eq!(count, 199, "nothing lost through the checkpoint");
     }
 
+    /// A reader keeping an old snapshot blocks the truncation; the writer
+    /// does not wait the busy timeout for it, and truncates once it is gone.
+    #[test]
+    fn a_reader_blocks_the_wal_truncation_without_holding_the_writer() {
+        let (dir, conn) = migrated_connection();
+        let wal = dir.path().join("hookd.db-wal");
+        let limit = 64 * 1024;
+        let write = |n: usize, from: usize| {
+            for i in from..from + n {
+                conn.execute(
+                    "INSERT INTO alerts (fingerprint, status, updated_at) VALUES (?1, 'firing', 0)",
+                    [format!("{i:0>2000}")],
+                )
+                .expect("insert");
+            }
+        };
+        write(20, 0);
+        let reader = Connection::open(dir.path().join("hookd.db")).expect("reader");
+        reader.execute_batch("BEGIN").expect("begin");
+        let seen: i64 = reader
+            .query_row("SELECT count(*) FROM alerts", [], |r| r.get(0))
+            .expect("read");
+        assert_eq!(seen, 20);
+        write(100, 20);
+        let started = std::time::Instant::now();
+        let outcome = restart_wal_if_large(&conn, &wal, limit);
+        assert!(matches!(outcome, WalRestart::Blocked { .. }), "{outcome:?}");
+        assert!(
+            started.elapsed() < BUSY_TIMEOUT / 5,
+            "the writer waited {:?} for the reader",
+            started.elapsed()
+        );
+        reader.execute_batch("COMMIT").expect("end the read");
+        assert_eq!(restart_wal_if_large(&conn, &wal, limit), WalRestart::Done);
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM alerts", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(rows, 120);
+    }
+
     /// A commit wakes the checkpoint thread (not only its half-second
     /// timer): once it has copied the WAL whole, the next transaction starts
     /// the WAL over, so the WAL holds only what came after.
@@ -1895,21 +1986,25 @@ mod tests {
             .await
             .expect("record");
         let one = frames();
-        for i in 1..40 {
-            let d = delivery(Some(&format!("w-{i}")), &["deploy"]);
-            store.record_delivery(d).await.expect("record");
+        // Three rounds: the half-second timer alone may fire inside one
+        // round's pause, hardly inside all three.
+        for round in 0..3 {
+            for i in 1..40 {
+                let d = delivery(Some(&format!("w-{round}-{i}")), &["deploy"]);
+                store.record_delivery(d).await.expect("record");
+            }
+            // Far less than the timer's half second.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            store
+                .record_delivery(delivery(Some(&format!("w-{round}-last")), &["deploy"]))
+                .await
+                .expect("record");
+            let after = frames();
+            assert!(
+                after <= 2 * one,
+                "round {round}: {after} frames in the WAL after the restart; one delivery writes {one}"
+            );
         }
-        // Far less than the timer's half second.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        store
-            .record_delivery(delivery(Some("w-last"), &["deploy"]))
-            .await
-            .expect("record");
-        let after = frames();
-        assert!(
-            after <= 2 * one,
-            "{after} frames in the WAL after the restart; one delivery writes {one}"
-        );
     }
 
     /// The dispatcher's query is parsed and planned once per connection,
