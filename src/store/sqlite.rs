@@ -413,6 +413,8 @@ enum WalRestart {
     Done,
     /// A reader still used the WAL; the next batch tries again.
     Blocked { frames: i64, copied: i64 },
+    /// The checkpoint thread was checkpointing; the next batch tries again.
+    Busy,
     /// The checkpoint failed.
     Failed(String),
 }
@@ -461,23 +463,30 @@ fn restart_wal_if_large(conn: &Connection, wal: &Path, limit: u64) -> WalRestart
         Err(rusqlite::Error::SqliteFailure(e, _))
             if e.code == rusqlite::ErrorCode::DatabaseBusy =>
         {
-            WalRestart::Blocked {
-                frames: -1,
-                copied: -1,
-            }
+            WalRestart::Busy
         }
         Err(e) => WalRestart::Failed(e.to_string()),
     }
 }
 
-/// Says, at most once a minute, why the WAL is past its bound.
+/// Says, at most once a minute, why the WAL stays past its bound: a
+/// failing checkpoint, or a reader that kept it from being truncated until
+/// it grew to twice the bound (a moment's reader, or the checkpoint thread
+/// at work, is only retried).
 struct WalWarnings {
     last: Option<std::time::Instant>,
 }
 
 impl WalWarnings {
     fn report(&mut self, outcome: &WalRestart, wal: &Path) {
-        if matches!(outcome, WalRestart::NotNeeded | WalRestart::Done) {
+        let worth_saying = match outcome {
+            WalRestart::Failed(_) => true,
+            WalRestart::Blocked { .. } => {
+                std::fs::metadata(wal).is_ok_and(|m| m.len() > 2 * WAL_RESTART_BYTES)
+            }
+            WalRestart::NotNeeded | WalRestart::Done | WalRestart::Busy => false,
+        };
+        if !worth_saying {
             return;
         }
         let now = std::time::Instant::now();
@@ -493,14 +502,14 @@ impl WalWarnings {
                 wal = %wal.display(),
                 frames,
                 copied,
-                "the WAL is past its bound and a reader keeps it from being truncated; retrying after each write"
+                "the WAL has grown past twice its bound: a reader keeps it from being truncated; retrying after each write"
             ),
             WalRestart::Failed(e) => tracing::warn!(
                 wal = %wal.display(),
                 error = %e,
                 "the WAL is past its bound and its truncating checkpoint failed; retrying after each write"
             ),
-            WalRestart::NotNeeded | WalRestart::Done => {}
+            WalRestart::NotNeeded | WalRestart::Done | WalRestart::Busy => {}
         }
     }
 }
