@@ -25,9 +25,8 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
-use criterion::{BenchmarkId, Criterion};
+use criterion::BenchmarkId;
 use hookd::config::{parse_pipeline, DaemonConfig};
 use hookd::event::{Event, PushEvent};
 use hookd::matcher::{match_events, PipelineSet};
@@ -83,13 +82,7 @@ fn main() {
         "sources:\n  github: {kind: github}\n  gitlab: {kind: gitlab}\n",
     )
     .expect("daemon config");
-    let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("criterion");
-    let mut c = Criterion::default()
-        .output_directory(&out_dir)
-        .sample_size(20)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2))
-        .configure_from_args();
+    let (mut c, out_dir) = support::criterion(20);
     let events = event();
     let mut matched = Vec::new();
     let sets: Vec<_> = SIZES.iter().map(|&n| (n, pipelines(n, &daemon))).collect();

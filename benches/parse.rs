@@ -6,9 +6,7 @@
 //! min / median / max of the per-iteration time over criterion's samples.
 
 use std::path::Path;
-use std::time::Duration;
 
-use criterion::Criterion;
 use hookd::config::{DaemonConfig, SourceKind};
 use hookd::event::Event;
 use hookd::source::Request;
@@ -51,13 +49,7 @@ fn main() {
     assert!(matches!(&parsed.events[..], [Event::Push(_)]));
     assert!(source.parse(&ping).expect("ping parses").is_ping);
 
-    let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("criterion");
-    let mut c = Criterion::default()
-        .output_directory(&out_dir)
-        .sample_size(50)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2))
-        .configure_from_args();
+    let (mut c, out_dir) = support::criterion(50);
     let cases = [
         ("push", &push, push_body.len()),
         ("ping", &ping, PING.len()),

@@ -454,6 +454,20 @@ pub fn github_headers(body: &[u8], delivery: &str) -> Vec<(&'static str, String)
     ]
 }
 
+/// Criterion as the side-by-side benchmarks run it (`sample_size` samples,
+/// 0.5 s warm-up, 2 s of measurement, command-line arguments honoured), and
+/// the directory it writes to, which [`criterion_samples_us`] reads.
+pub fn criterion(sample_size: usize) -> (criterion::Criterion, PathBuf) {
+    let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("criterion");
+    let c = criterion::Criterion::default()
+        .output_directory(&out_dir)
+        .sample_size(sample_size)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .configure_from_args();
+    (c, out_dir)
+}
+
 /// Criterion's per-iteration times in microseconds for one benchmark, from
 /// `<out_dir>/<id>/new/sample.json` (one value per sample); `None`, with a
 /// note on stderr, when there are none (the benchmark was filtered out).
