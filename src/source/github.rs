@@ -249,43 +249,39 @@ struct Person<'a> {
     login: Json<'a>,
 }
 
-impl<'de> Fields<'de> for Push<'de> {
-    fn read<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
-        match key {
-            "ref" => self.git_ref = map.next_value()?,
-            "before" => self.before = map.next_value()?,
-            "after" => self.after = map.next_value()?,
-            "forced" => self.forced = map.next_value()?,
-            "repository" => self.repository = map.next_value()?,
-            "pusher" => self.pusher = map.next_value()?,
-            "sender" => self.sender = map.next_value()?,
-            _ => return Ok(false),
+/// Implements [`Fields`] for a struct of [`Json`] fields, each read from
+/// the key given for it.
+macro_rules! kept_fields {
+    ($ty:ident { $($key:literal => $field:ident),+ $(,)? }) => {
+        impl<'de> Fields<'de> for $ty<'de> {
+            fn read<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
+                match key {
+                    $($key => self.$field = map.next_value()?,)+
+                    _ => return Ok(false),
+                }
+                Ok(true)
+            }
         }
-        Ok(true)
-    }
+    };
 }
 
-impl<'de> Fields<'de> for Repository<'de> {
-    fn read<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
-        match key {
-            "full_name" => self.full_name = map.next_value()?,
-            "clone_url" => self.clone_url = map.next_value()?,
-            _ => return Ok(false),
-        }
-        Ok(true)
-    }
-}
-
-impl<'de> Fields<'de> for Person<'de> {
-    fn read<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
-        match key {
-            "name" => self.name = map.next_value()?,
-            "login" => self.login = map.next_value()?,
-            _ => return Ok(false),
-        }
-        Ok(true)
-    }
-}
+kept_fields!(Push {
+    "ref" => git_ref,
+    "before" => before,
+    "after" => after,
+    "forced" => forced,
+    "repository" => repository,
+    "pusher" => pusher,
+    "sender" => sender,
+});
+kept_fields!(Repository {
+    "full_name" => full_name,
+    "clone_url" => clone_url,
+});
+kept_fields!(Person {
+    "name" => name,
+    "login" => login,
+});
 
 /// The fields of a JSON object that a [`Json::Object`] keeps.
 trait Fields<'de>: Default {
