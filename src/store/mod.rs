@@ -527,8 +527,6 @@ pub trait Store: Send + Sync {
     async fn recover(&self, now: i64, retry: RetryPolicy) -> Result<Vec<Recovered>, StoreError>;
     /// Queues a run without a delivery (manual runs), superseding as asked.
     async fn queue_run(&self, run: NewRun, now: i64) -> Result<Recorded, StoreError>;
-    /// Queued runs in arrival order.
-    async fn queued_runs(&self, limit: usize) -> Result<Vec<QueuedRun>, StoreError>;
     /// The first queued run of each concurrency group (the only one of its
     /// group that may start), in queue order: what the scheduler reads.
     async fn queue_heads(&self, limit: usize) -> Result<Vec<QueuedRun>, StoreError>;

@@ -596,14 +596,12 @@ const QUEUE_HEADS: &str = "WITH RECURSIVE grp(name) AS (
                             ORDER BY COALESCE(seq, id), id LIMIT 1)
      ORDER BY COALESCE(r.seq, r.id), r.id";
 
-/// At most `limit` queued runs from `stmt` run with `params`.
+/// At most `limit` rows of [`QUEUE_HEADS`], prepared as `stmt`.
 fn queued_rows(
     stmt: &mut rusqlite::CachedStatement,
-    params: impl rusqlite::Params,
     limit: usize,
-    what: &'static str,
 ) -> Result<Vec<QueuedRun>, StoreError> {
-    stmt.query_map(params, |r| {
+    stmt.query_map([], |r| {
         Ok(QueuedRun {
             id: r.get(0)?,
             pipeline: r.get(1)?,
@@ -612,7 +610,7 @@ fn queued_rows(
         })
     })
     .and_then(|rows| rows.take(limit).collect())
-    .map_err(StoreError::sqlite_with(|| format!("read {what}")))
+    .map_err(StoreError::sqlite("read queue heads"))
 }
 
 const RUN_COLUMNS: &str = "id, delivery_id, pipeline, concurrency_group, trigger, status, reason, event, git_ref, commit_sha, attempt, created_at, started_at, finished_at, origin, retry_of, superseded_by, not_before, alert_fingerprint, effective, verify_until, escalation_reason, escalation_status";
@@ -1174,25 +1172,12 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn queued_runs(&self, limit: usize) -> Result<Vec<QueuedRun>, StoreError> {
-        self.read(move |conn| {
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT id, pipeline, concurrency_group, not_before FROM runs
-                     WHERE status = 'queued' ORDER BY COALESCE(seq, id), id LIMIT ?1",
-                )
-                .map_err(StoreError::sqlite("prepare queued runs"))?;
-            queued_rows(&mut stmt, [limit as i64], limit, "queued runs")
-        })
-        .await
-    }
-
     async fn queue_heads(&self, limit: usize) -> Result<Vec<QueuedRun>, StoreError> {
         self.read(move |conn| {
             let mut stmt = conn
                 .prepare_cached(QUEUE_HEADS)
                 .map_err(StoreError::sqlite("prepare queue heads"))?;
-            queued_rows(&mut stmt, [], limit, "queue heads")
+            queued_rows(&mut stmt, limit)
         })
         .await
     }
@@ -1841,11 +1826,19 @@ mod tests {
             store.delivery_body(first.delivery).await.expect("body"),
             Some(b"{\"ref\":\"refs/heads/main\"}".to_vec())
         );
-        let queued = store.queued_runs(10).await.expect("queued");
-        assert_eq!(
-            queued.iter().map(|q| q.id).collect::<Vec<_>>(),
-            vec![1, 2, 3]
-        );
+        let mut queued: Vec<i64> = store
+            .runs(RunFilter {
+                status: Some(RunStatus::Queued),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .expect("queued")
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        queued.sort_unstable();
+        assert_eq!(queued, vec![1, 2, 3]);
     }
 
     /// The scheduler reads one head per concurrency group, in queue order,
@@ -2075,7 +2068,7 @@ mod tests {
         let conn = Connection::open(store.path()).expect("connect");
         let mut stmt = conn.prepare_cached(QUEUE_HEADS).expect("prepare");
         for _ in 0..3 {
-            queued_rows(&mut stmt, [], 5, "queue heads").expect("heads");
+            queued_rows(&mut stmt, 5).expect("heads");
         }
         assert_eq!(stmt.get_status(rusqlite::StatementStatus::RePrepare), 0);
         assert_eq!(stmt.get_status(rusqlite::StatementStatus::Run), 3);
