@@ -411,8 +411,13 @@ enum WalRestart {
     NotNeeded,
     /// Checkpointed whole and truncated.
     Done,
-    /// A reader still used the WAL; the next batch tries again.
-    Blocked { frames: i64, copied: i64 },
+    /// A reader still used the WAL (`wal_bytes` long); the next batch tries
+    /// again.
+    Blocked {
+        frames: i64,
+        copied: i64,
+        wal_bytes: u64,
+    },
     /// The checkpoint thread was checkpointing; the next batch tries again.
     Busy,
     /// The checkpoint failed.
@@ -435,8 +440,8 @@ enum WalRestart {
 /// for it): behind a long reader each attempt would hold the writer for
 /// the whole timeout; blocked, it is tried again after the next batch.
 fn restart_wal_if_large(conn: &Connection, wal: &Path, limit: u64) -> WalRestart {
-    let large = std::fs::metadata(wal).is_ok_and(|m| m.len() > limit);
-    if !large {
+    let wal_bytes = std::fs::metadata(wal).map_or(0, |m| m.len());
+    if wal_bytes <= limit {
         return WalRestart::NotNeeded;
     }
     if let Err(e) = conn.busy_timeout(Duration::ZERO) {
@@ -457,7 +462,11 @@ fn restart_wal_if_large(conn: &Connection, wal: &Path, limit: u64) -> WalRestart
             tracing::debug!(frames, copied, "WAL checkpointed and truncated");
             WalRestart::Done
         }
-        Ok((_, frames, copied)) => WalRestart::Blocked { frames, copied },
+        Ok((_, frames, copied)) => WalRestart::Blocked {
+            frames,
+            copied,
+            wal_bytes,
+        },
         // SQLITE_BUSY without a busy handler: another checkpoint (the
         // checkpoint thread's) holds the checkpoint lock.
         Err(rusqlite::Error::SqliteFailure(e, _))
@@ -481,9 +490,7 @@ impl WalWarnings {
     fn report(&mut self, outcome: &WalRestart, wal: &Path) {
         let worth_saying = match outcome {
             WalRestart::Failed(_) => true,
-            WalRestart::Blocked { .. } => {
-                std::fs::metadata(wal).is_ok_and(|m| m.len() > 2 * WAL_RESTART_BYTES)
-            }
+            WalRestart::Blocked { wal_bytes, .. } => *wal_bytes > 2 * WAL_RESTART_BYTES,
             WalRestart::NotNeeded | WalRestart::Done | WalRestart::Busy => false,
         };
         if !worth_saying {
@@ -498,8 +505,13 @@ impl WalWarnings {
         }
         self.last = Some(now);
         match outcome {
-            WalRestart::Blocked { frames, copied } => tracing::warn!(
+            WalRestart::Blocked {
+                frames,
+                copied,
+                wal_bytes,
+            } => tracing::warn!(
                 wal = %wal.display(),
+                wal_bytes,
                 frames,
                 copied,
                 "the WAL has grown past twice its bound: a reader keeps it from being truncated; retrying after each write"
