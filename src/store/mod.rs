@@ -65,10 +65,7 @@ impl StoreError {
     /// is allocated unless there is an error (this wraps every statement of
     /// the write path).
     pub(crate) fn sqlite(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
-        move |source| StoreError::Sqlite {
-            context: context.to_string(),
-            source,
-        }
+        Self::sqlite_with(move || context.to_string())
     }
 
     /// [`Self::sqlite`] with a context built only if there is an error.
