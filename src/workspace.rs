@@ -1266,14 +1266,16 @@ fn open_tree_repo(job: &CheckoutJob) -> Result<Repository, WorkspaceError> {
         source,
     })?;
     let alternates = info.join("alternates");
-    let objects = job.mirror.join("objects");
-    fs::write(&alternates, format!("{}\n", objects.display())).map_err(|source| {
-        WorkspaceError::Io {
+    let line = format!("{}\n", job.mirror.join("objects").display());
+    // Rewritten only when it differs: each run would otherwise truncate and
+    // write it again.
+    if fs::read(&alternates).ok().as_deref() != Some(line.as_bytes()) {
+        fs::write(&alternates, &line).map_err(|source| WorkspaceError::Io {
             action: "writing",
             path: alternates.clone(),
             source,
-        }
-    })?;
+        })?;
+    }
     // A step killed mid-way may leave the index locked.
     let index_lock = tree.join(".git").join("index.lock");
     if index_lock.exists() {
@@ -1415,8 +1417,15 @@ fn checkout_job(job: CheckoutJob) -> Result<(), WorkspaceError> {
         })?;
     repo.checkout_tree(commit.as_object(), Some(&mut forced_checkout()))
         .map_err(|e| git("checking out", e))?;
-    repo.set_head_detached(job.commit)
-        .map_err(|e| git("detaching HEAD at", e))?;
+    // HEAD and the ref are written only when they change: libgit2 takes a
+    // lock file for each write, even of the same value, and a new file per
+    // run is a new inode (a run's costliest file-system work).
+    let detached_at = repo.head_detached().unwrap_or(false)
+        && repo.head().ok().and_then(|h| h.target()) == Some(job.commit);
+    if !detached_at {
+        repo.set_head_detached(job.commit)
+            .map_err(|e| git("detaching HEAD at", e))?;
+    }
     let clean = !job.submodules && status_is_empty(&repo, ctx, tree, job.commit)?;
     if !clean {
         let mut index = repo.index().map_err(|e| git("reading index for", e))?;
@@ -1431,8 +1440,11 @@ fn checkout_job(job: CheckoutJob) -> Result<(), WorkspaceError> {
     }
 
     if let (Some(refname), Some(target)) = (&job.refname, job.ref_target) {
-        repo.reference(refname, target, true, "hookd: checkout")
-            .map_err(|e| git(&format!("writing {refname} for"), e))?;
+        let current = repo.find_reference(refname).ok().and_then(|r| r.target());
+        if current != Some(target) {
+            repo.reference(refname, target, true, "hookd: checkout")
+                .map_err(|e| git(&format!("writing {refname} for"), e))?;
+        }
     }
 
     if job.submodules {
@@ -2275,7 +2287,22 @@ mod tests {
         let first = ck.fetch.received_objects;
         assert!(first >= 5, "{:?}", ck.fetch);
 
-        // A rerun of a mirrored commit does not touch the network.
+        // A rerun of a mirrored commit does not touch the network, and
+        // writes neither the branch (libgit2 would create and remove a lock
+        // file beside it, a new inode per run) nor the alternates.
+        let written = |tree: &Path| -> Vec<std::time::SystemTime> {
+            ["refs/heads", "objects/info/alternates"]
+                .iter()
+                .map(|f| {
+                    fs::metadata(tree.join(".git").join(f))
+                        .unwrap()
+                        .modified()
+                        .unwrap()
+                })
+                .collect()
+        };
+        let before = written(&ck.path);
+        std::thread::sleep(std::time::Duration::from_millis(20));
         let again = ws
             .prepare(
                 &repo,
@@ -2289,6 +2316,8 @@ mod tests {
             .unwrap();
         assert!(!again.fetch.network);
         assert_eq!(again.fetch.received_objects, 0);
+        assert_eq!(written(&again.path), before);
+        assert_eq!(git(&again.path, &["rev-parse", "HEAD"]), c1);
 
         // A new commit: only its objects (commit, root tree, one blob) are transferred.
         write(&src, "second.txt", "two\n");
@@ -2305,6 +2334,8 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(git(&ck2.path, &["rev-parse", "HEAD"]), c2);
+        assert_eq!(git(&ck2.path, &["rev-parse", "refs/heads/main"]), c2);
+        assert_ne!(written(&ck2.path)[0], before[0]);
         assert_eq!(read(&ck2.path, "second.txt"), "two\n");
         assert_eq!(ck2.fetch.received_objects, 3, "{:?}", ck2.fetch);
         assert_eq!(status(&ck2.path), "");

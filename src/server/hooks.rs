@@ -2,6 +2,8 @@
 //! authenticate on the raw bytes → parse → match → one durable transaction →
 //! 202 (200 for pings and duplicates).
 
+use std::sync::Arc;
+
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
@@ -64,22 +66,27 @@ async fn read_body(
     Ok(body)
 }
 
-/// Receives one webhook.
+/// `/hooks/{source}` for a name no source has.
+pub(super) async fn unknown_source(path: web::Path<String>) -> HttpResponse {
+    crate::metrics::delivery(crate::metrics::UNKNOWN_SOURCE, Outcome::UnknownSource);
+    error(
+        StatusCode::NOT_FOUND,
+        format!("unknown source {:?}", path.into_inner()),
+    )
+}
+
+/// Receives one webhook for the source `source_name` (its route is literal).
 pub(super) async fn receive(
     req: HttpRequest,
     payload: web::Payload,
-    path: web::Path<String>,
+    source_name: Arc<str>,
     shared: web::Data<Shared>,
 ) -> HttpResponse {
-    let source_name = path.into_inner();
-    let Some(source) = shared.sources.get(&source_name) else {
-        crate::metrics::delivery(crate::metrics::UNKNOWN_SOURCE, Outcome::UnknownSource);
-        return error(
-            StatusCode::NOT_FOUND,
-            format!("unknown source {source_name:?}"),
-        );
+    let source_name = &*source_name;
+    let Some(source) = shared.sources.get(source_name) else {
+        return unknown_source(web::Path::from(source_name.to_string())).await;
     };
-    let count = |outcome| crate::metrics::delivery(&source_name, outcome);
+    let count = |outcome| crate::metrics::delivery(source_name, outcome);
     let method = req.method();
     let get_allowed = source.accepts_get();
     if method != actix_web::http::Method::POST
@@ -156,7 +163,7 @@ pub(super) async fn receive(
         parsed.is_ping,
     );
     let (delivery, paths_pending) =
-        shared.match_delivery(&source_name, parsed, kept, body, RunOrigin::Webhook, None);
+        shared.match_delivery(source_name, parsed, kept, body, RunOrigin::Webhook, None);
     let recorded = match shared.store.record_delivery(delivery).await {
         Ok(r) => r,
         Err(e) => {

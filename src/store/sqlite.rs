@@ -5,14 +5,16 @@
 //! send it jobs; it takes every job waiting (up to [`MAX_BATCH`]), runs them
 //! in one transaction, commits once, then answers them all: group commit. A
 //! job that fails after changing rows rolls the whole batch back (see
-//! `writer_loop`). WAL checkpoints run on a separate thread, woken by the
-//! commits, so a commit never pays for one (see `checkpoint_loop`); the
-//! writer checkpoints and truncates the WAL itself only past
-//! [`WAL_RESTART_BYTES`]. Reads use a small pool of read-only connections on blocking
+//! `writer_loop`). WAL checkpoints run on a separate thread, woken once a
+//! commit leaves [`CHECKPOINT_FRAMES`] in the WAL, and the writer copies
+//! only what was committed while that thread worked, so the WAL starts
+//! over (see [`WalCycle`]); the writer checkpoints and truncates the WAL
+//! itself only past [`WAL_RESTART_BYTES`]. Reads use a small pool of read-only connections on blocking
 //! threads, never on the async executor.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -45,6 +47,10 @@ const MAX_BATCH: usize = 512;
 /// The least pause between two checkpoints of the checkpoint thread (see
 /// [`checkpoint_loop`]).
 const CHECKPOINT_PAUSE: Duration = Duration::from_millis(5);
+
+/// A commit that leaves this many frames (pages) in the WAL starts a
+/// checkpoint cycle (see [`WalCycle`]): 8 MiB of 4 KiB pages.
+const CHECKPOINT_FRAMES: i32 = 2048;
 
 /// Past this size the writer checkpoints and truncates the WAL (see
 /// [`restart_wal_if_large`]).
@@ -116,6 +122,16 @@ impl SqliteStore {
     /// Like [`SqliteStore::open`], with at most `max_batch` jobs per
     /// transaction (1 turns group commit off; benchmarks compare the two).
     pub fn open_with_batch(data_dir: &Path, max_batch: usize) -> Result<SqliteStore, StoreError> {
+        Self::open_tuned(data_dir, max_batch, CHECKPOINT_FRAMES)
+    }
+
+    /// Like [`SqliteStore::open_with_batch`], with a checkpoint cycle
+    /// starting at `checkpoint_frames` (tests use small ones).
+    fn open_tuned(
+        data_dir: &Path,
+        max_batch: usize,
+        checkpoint_frames: i32,
+    ) -> Result<SqliteStore, StoreError> {
         let max_batch = max_batch.max(1);
         std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Open {
             path: data_dir.display().to_string(),
@@ -142,17 +158,18 @@ impl SqliteStore {
         let (tx, rx) = mpsc::channel::<Job>();
         let wal = data_dir.join("hookd.db-wal");
         let (stop_tx, stop_rx) = mpsc::sync_channel::<()>(1);
-        let committed = stop_tx.clone();
+        let cycle = Arc::new(WalCycle::new(checkpoint_frames));
+        let writer_cycle = (Arc::clone(&cycle), stop_tx.clone());
         let writer = std::thread::Builder::new()
             .name("hookd-store-writer".into())
-            .spawn(move || writer_loop(conn, log, wal, rx, max_batch, committed))
+            .spawn(move || writer_loop(conn, log, wal, rx, max_batch, writer_cycle))
             .map_err(|e| StoreError::Task(format!("spawn writer thread: {e}")))?;
 
         let checkpoint_conn = Connection::open(&path).map_err(open_error(&path))?;
         configure(&checkpoint_conn, &path)?;
         let checkpointer = std::thread::Builder::new()
             .name("hookd-store-checkpoint".into())
-            .spawn(move || checkpoint_loop(checkpoint_conn, stop_rx))
+            .spawn(move || checkpoint_loop(checkpoint_conn, stop_rx, cycle))
             .map_err(|e| StoreError::Task(format!("spawn checkpoint thread: {e}")))?;
 
         Ok(SqliteStore {
@@ -308,8 +325,18 @@ fn writer_loop(
     wal: PathBuf,
     rx: mpsc::Receiver<Job>,
     max_batch: usize,
-    committed: mpsc::SyncSender<()>,
+    (cycle, wake): (Arc<WalCycle>, mpsc::SyncSender<()>),
 ) {
+    let hook_cycle = Arc::clone(&cycle);
+    if let Err(e) = conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, frames| {
+        hook_cycle.frames.store(frames, Ordering::Relaxed);
+        Ok(())
+    })) {
+        // Without it no commit asks for a checkpoint cycle: the checkpoint
+        // thread's half-second timer and the truncation past the bound
+        // still keep the WAL in check.
+        tracing::warn!(error = %e, "cannot watch the WAL's size");
+    }
     // Jobs not yet run when a batch was abandoned go first in the next one.
     let mut carried: VecDeque<Job> = VecDeque::new();
     let mut warnings = WalWarnings { last: None };
@@ -372,8 +399,7 @@ fn writer_loop(
             c(commit.clone());
         }
         if commit.is_ok() {
-            // Full: a wake-up is already pending.
-            let _ = committed.try_send(());
+            cycle.after_commit(&conn, &wake);
         }
         let outcome = restart_wal_if_large(&conn, &wal, WAL_RESTART_BYTES);
         warnings.report(&outcome, &wal);
@@ -526,28 +552,92 @@ impl WalWarnings {
     }
 }
 
-/// Moves WAL pages into the database off the commit path: after commits
-/// (the writer wakes it; one checkpoint then covers every commit of the
-/// next [`CHECKPOINT_PAUSE`], or of four times as long as the checkpoint
-/// took, whichever is longer) and every half second, until the store closes
-/// (every sender is dropped). A checkpoint that has copied the whole WAL
-/// lets the writer's next transaction start the WAL over from its
-/// beginning, so under sustained writes the WAL stays far below
-/// [`WAL_RESTART_BYTES`] and the writer never checkpoints itself.
-fn checkpoint_loop(conn: Connection, wake: mpsc::Receiver<()>) {
-    loop {
-        match wake.recv_timeout(Duration::from_millis(500)) {
-            Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+/// The WAL is reused from its start only by a transaction that begins after
+/// a checkpoint copied all of it. Under a steady stream of commits a
+/// checkpoint running beside the writer never gets there (each commit adds
+/// frames while it copies), and the WAL grew until the writer truncated it
+/// past [`WAL_RESTART_BYTES`], tens of milliseconds with every write held.
+/// So a cycle has two parts:
+///
+/// 1. a commit that leaves [`CHECKPOINT_FRAMES`] in the WAL (SQLite's WAL
+///    hook counts them) wakes the checkpoint thread, which copies them,
+///    beside the writer, with the two syncs a checkpoint costs;
+/// 2. the writer, after its next commit, copies what was committed
+///    meanwhile (a few batches' pages), between two of its transactions,
+///    so the WAL is copied whole and the next transaction starts it over.
+///
+/// Pages rewritten by many commits (the last page of each table and
+/// index) are copied once per cycle, not once per commit.
+struct WalCycle {
+    /// The frames in the WAL after the writer's last commit.
+    frames: AtomicI32,
+    /// Where the cycle is: [`Self::IDLE`], [`Self::COPYING`], [`Self::COPIED`].
+    stage: AtomicU8,
+    /// Frames that start a cycle.
+    threshold: i32,
+}
+
+impl WalCycle {
+    const IDLE: u8 = 0;
+    /// The checkpoint thread is copying.
+    const COPYING: u8 = 1;
+    /// The checkpoint thread is done; the writer copies the rest.
+    const COPIED: u8 = 2;
+
+    fn new(threshold: i32) -> WalCycle {
+        WalCycle {
+            frames: AtomicI32::new(0),
+            stage: AtomicU8::new(Self::IDLE),
+            threshold,
         }
+    }
+
+    /// The writer's part, after each successful commit; `wake` wakes the
+    /// checkpoint thread (only the writer holds it, with the store, so
+    /// that the thread ends once both are gone).
+    fn after_commit(&self, conn: &Connection, wake: &mpsc::SyncSender<()>) {
+        match self.stage.load(Ordering::Acquire) {
+            Self::IDLE if self.frames.load(Ordering::Relaxed) >= self.threshold => {
+                self.stage.store(Self::COPYING, Ordering::Release);
+                // Full: a wake-up is already pending.
+                let _ = wake.try_send(());
+            }
+            Self::COPIED => {
+                // PASSIVE waits for no reader; a reader that still uses the
+                // WAL only keeps it from starting over this time.
+                match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0)) {
+                    Ok(_) => self.stage.store(Self::IDLE, Ordering::Release),
+                    // Busy: the checkpoint thread's timer checkpoint holds
+                    // the lock; the next commit tries again.
+                    Err(e) => tracing::debug!(error = %e, "the writer's WAL checkpoint failed"),
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The checkpoint thread: the first part of each [`WalCycle`], and every
+/// half second a checkpoint of whatever the WAL holds (a store that writes
+/// now and then never starts a cycle), until the store closes (every
+/// sender is dropped). After each checkpoint it pauses for four times as
+/// long as the checkpoint took, at least [`CHECKPOINT_PAUSE`]: on a slow
+/// disk checkpoints take at most a fifth of its syncs.
+fn checkpoint_loop(conn: Connection, wake: mpsc::Receiver<()>, cycle: Arc<WalCycle>) {
+    loop {
+        let asked = match wake.recv_timeout(Duration::from_millis(500)) {
+            Ok(()) => true,
+            Err(mpsc::RecvTimeoutError::Timeout) => false,
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        };
         let started = std::time::Instant::now();
         if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0))
         {
             tracing::debug!(error = %e, "wal checkpoint failed");
         }
-        // On a slow disk (each checkpoint syncs the WAL and the database)
-        // checkpoints take at most a fifth of the time, leaving the rest
-        // of the disk's syncs to the commits.
+        if asked {
+            cycle.stage.store(WalCycle::COPIED, Ordering::Release);
+        }
         std::thread::sleep(CHECKPOINT_PAUSE.max(started.elapsed() * 4));
     }
 }
@@ -778,10 +868,13 @@ fn check_gate(
 
 /// Queues a run, after the guard rails of an alert run; with `supersede`,
 /// older queued runs of its group become `superseded` pointing at it.
+/// Queues `run`, whose event serializes to `event_json` (written by the
+/// caller, off the writer thread).
 fn insert_run(
     txn: &Transaction,
     delivery: Option<i64>,
     run: &NewRun,
+    event_json: &str,
     now: i64,
 ) -> Result<Queued, StoreError> {
     let mut status = RunStatus::Queued;
@@ -812,7 +905,7 @@ fn insert_run(
             run.concurrency_group,
             run.trigger,
             status.as_str(),
-            to_json(&run.event),
+            event_json,
             run.git_ref,
             run.commit,
             now,
@@ -995,9 +1088,22 @@ fn close_steps(txn: &Transaction, id: i64, status: RunStatus, now: i64) -> Resul
 #[async_trait]
 impl Store for SqliteStore {
     async fn record_delivery(&self, d: NewDelivery) -> Result<Recorded, StoreError> {
-        // The skip reasons' text is written here, on the caller's thread,
-        // not on the writer thread that every delivery waits for.
+        // The JSON columns are written here, on the caller's thread, not on
+        // the writer thread that every delivery waits for; each event is
+        // serialized once, for the delivery's list and for the runs it
+        // queues.
         let skipped_json = to_json(&d.skipped);
+        let headers_json = to_json(&d.headers);
+        let event_jsons: Vec<String> = d.events.iter().map(to_json).collect();
+        let events_json = format!("[{}]", event_jsons.join(","));
+        let run_event_jsons: Vec<String> = d
+            .runs
+            .iter()
+            .map(|run| match d.events.iter().position(|e| *e == run.event) {
+                Some(k) => event_jsons[k].clone(),
+                None => to_json(&run.event),
+            })
+            .collect();
         self.write_with_bodies(move |txn, bodies| {
             if let Some(pid) = &d.provider_delivery_id {
                 let earlier: Option<(i64, String)> = txn
@@ -1033,8 +1139,8 @@ impl Store for SqliteStore {
                     d.event_type,
                     d.provider_delivery_id,
                     d.received_at,
-                    to_json(&d.headers),
-                    to_json(&d.events),
+                    headers_json,
+                    events_json,
                     skipped_json,
                     d.replay_of,
                     body.segment,
@@ -1053,8 +1159,8 @@ impl Store for SqliteStore {
             let mut suppressed = Vec::new();
             let skipped_len = d.skipped.len();
             let mut skipped = d.skipped;
-            for run in &d.runs {
-                let id = match insert_run(txn, Some(delivery), run, d.received_at)? {
+            for (run, event_json) in d.runs.iter().zip(&run_event_jsons) {
+                let id = match insert_run(txn, Some(delivery), run, event_json, d.received_at)? {
                     Queued::Run(id, mut older) => {
                         superseded.append(&mut older);
                         id
@@ -1148,8 +1254,9 @@ impl Store for SqliteStore {
     }
 
     async fn queue_run(&self, run: NewRun, now: i64) -> Result<Recorded, StoreError> {
+        let event_json = to_json(&run.event);
         self.write(move |txn| {
-            let (id, superseded) = match insert_run(txn, None, &run, now)? {
+            let (id, superseded) = match insert_run(txn, None, &run, &event_json, now)? {
                 Queued::Run(id, superseded) => (id, superseded),
                 Queued::Suppressed(id) => (id, Vec::new()),
                 Queued::Skipped(reason) => {
@@ -2023,52 +2130,60 @@ mod tests {
         );
     }
 
-    /// A commit wakes the checkpoint thread (not only its half-second
-    /// timer): once it has copied the WAL whole, the next transaction starts
-    /// the WAL over, so the WAL holds only what came after.
-    #[tokio::test]
-    async fn commits_wake_the_checkpointer_and_the_wal_starts_over() {
+    /// Under a steady stream of commits the WAL starts over once per
+    /// checkpoint cycle (the file stays near the cycle's size), where a
+    /// checkpoint beside the writer alone let it grow to the truncation
+    /// bound.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn under_steady_writes_the_wal_starts_over_every_cycle() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = SqliteStore::open(dir.path()).expect("open");
-        // The WAL's frame count, as a checkpoint reports it (-1 while the
-        // store's own checkpoint holds the checkpoint lock).
-        let frames = || {
-            let conn = Connection::open(store.path()).expect("connect");
-            for _ in 0..100 {
-                let n = conn
-                    .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1))
-                    .expect("checkpoint");
-                if n >= 0 {
-                    return n;
+        let frames = 64;
+        let store = Arc::new(SqliteStore::open_tuned(dir.path(), MAX_BATCH, frames).expect("open"));
+        let wal = dir.path().join("hookd.db-wal");
+        // Eight writers, never pausing, so that commits follow each other
+        // while the checkpoint thread copies.
+        let mut tasks = Vec::new();
+        for w in 0..8 {
+            let store = Arc::clone(&store);
+            tasks.push(tokio::spawn(async move {
+                for i in 0..250 {
+                    let d = delivery(Some(&format!("w-{w}-{i}")), &["deploy", "other"]);
+                    store.record_delivery(d).await.expect("record");
                 }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            panic!("the WAL stayed locked by a checkpoint for a second");
-        };
-        store
-            .record_delivery(delivery(Some("w-0"), &["deploy"]))
-            .await
-            .expect("record");
-        let one = frames();
-        // Three rounds: the half-second timer alone may fire inside one
-        // round's pause, hardly inside all three.
-        for round in 0..3 {
-            for i in 1..40 {
-                let d = delivery(Some(&format!("w-{round}-{i}")), &["deploy"]);
-                store.record_delivery(d).await.expect("record");
-            }
-            // Far less than the timer's half second.
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            store
-                .record_delivery(delivery(Some(&format!("w-{round}-last")), &["deploy"]))
-                .await
-                .expect("record");
-            let after = frames();
-            assert!(
-                after <= 2 * one,
-                "round {round}: {after} frames in the WAL after the restart; one delivery writes {one}"
-            );
+            }));
         }
+        for t in tasks {
+            t.await.expect("writer task");
+        }
+        // What 2,000 deliveries wrote to the WAL, far past the file's size.
+        let written = {
+            let conn = Connection::open(store.path()).expect("connect");
+            conn.query_row("SELECT count(*) FROM deliveries", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .expect("count")
+        };
+        assert_eq!(written, 2000);
+        let wal_bytes = std::fs::metadata(&wal).expect("wal").len();
+        // A cycle starts at 64 frames; the checkpoint thread's copy and the
+        // writer's rest take a few more commits (each of a few frames).
+        let bound = 4 * 64 * 4096 + 32 * 1024;
+        assert!(
+            wal_bytes <= bound,
+            "the WAL grew to {wal_bytes} bytes (bound {bound}): it did not start over"
+        );
+        let conn = Connection::open(store.path()).expect("connect");
+        let (busy, log, done): (i64, i64, i64) = conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .expect("checkpoint");
+        assert_eq!(
+            (busy, log),
+            (0, done),
+            "a final checkpoint copies what is left"
+        );
+        assert_references_intact(&store);
     }
 
     /// The dispatcher's query is parsed and planned once per connection,
@@ -2364,14 +2479,14 @@ mod tests {
             tx.send(job).expect("queue job");
         }
         drop(tx);
-        let (committed, _wakes) = mpsc::sync_channel(1);
+        let (wake, _wakes) = mpsc::sync_channel(1);
         writer_loop(
             conn,
             bodies,
             dir.path().join("hookd.db-wal"),
             rx,
             512,
-            committed,
+            (Arc::new(WalCycle::new(CHECKPOINT_FRAMES)), wake),
         );
 
         let mut answers = answers.lock().expect("answers").clone();
