@@ -503,13 +503,16 @@ fn restart_wal_if_large(conn: &Connection, wal: &Path, limit: u64) -> WalRestart
             tracing::debug!(frames, copied, "WAL checkpointed and truncated");
             WalRestart::Done
         }
+        // Another checkpoint (the checkpoint thread's) holds the lock:
+        // SQLite answers with this row rather than SQLITE_BUSY.
+        Ok((1, -1, -1)) => WalRestart::Busy,
         Ok((_, frames, copied)) => WalRestart::Blocked {
             frames,
             copied,
             wal_bytes,
         },
-        // SQLITE_BUSY without a busy handler: another checkpoint (the
-        // checkpoint thread's) holds the checkpoint lock.
+        // SQLITE_BUSY without a busy handler (the lock itself is
+        // answered with the row above).
         Err(rusqlite::Error::SqliteFailure(e, _))
             if e.code == rusqlite::ErrorCode::DatabaseBusy =>
         {
@@ -586,6 +589,10 @@ impl WalWarnings {
 struct WalCycle {
     /// The frames in the WAL after the writer's last commit.
     frames: AtomicI32,
+    /// The frames left when the last cycle ended: a reader that used the
+    /// WAL then kept it from starting over, and the next cycle waits for
+    /// [`Self::threshold`] more (else every other commit would start one).
+    base: AtomicI32,
     /// Where the cycle is: [`Self::IDLE`], [`Self::COPYING`], [`Self::COPIED`].
     stage: AtomicU8,
     /// Frames that start a cycle.
@@ -602,6 +609,7 @@ impl WalCycle {
     fn new(threshold: i32) -> WalCycle {
         WalCycle {
             frames: AtomicI32::new(0),
+            base: AtomicI32::new(0),
             stage: AtomicU8::new(Self::IDLE),
             threshold,
         }
@@ -611,24 +619,59 @@ impl WalCycle {
     /// checkpoint thread (only the writer holds it, with the store, so
     /// that the thread ends once both are gone).
     fn after_commit(&self, conn: &Connection, wake: &mpsc::SyncSender<()>) {
+        let frames = self.frames.load(Ordering::Relaxed);
+        let mut base = self.base.load(Ordering::Relaxed);
+        if frames < base {
+            // The WAL started over since.
+            base = 0;
+            self.base.store(0, Ordering::Relaxed);
+        }
         match self.stage.load(Ordering::Acquire) {
-            Self::IDLE if self.frames.load(Ordering::Relaxed) >= self.threshold => {
+            Self::IDLE if frames - base >= self.threshold => {
                 self.stage.store(Self::COPYING, Ordering::Release);
                 // Full: a wake-up is already pending.
                 let _ = wake.try_send(());
             }
-            Self::COPIED => {
-                // PASSIVE waits for no reader; a reader that still uses the
-                // WAL only keeps it from starting over this time.
-                match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0)) {
-                    Ok(_) => self.stage.store(Self::IDLE, Ordering::Release),
-                    // Busy: the checkpoint thread's timer checkpoint holds
-                    // the lock; the next commit tries again.
-                    Err(e) => tracing::debug!(error = %e, "the writer's WAL checkpoint failed"),
+            // PASSIVE waits for no reader; a reader that still uses the WAL
+            // only keeps it from starting over this time.
+            Self::COPIED => match passive_checkpoint(conn) {
+                Checkpoint::Done { frames } => {
+                    self.base.store(frames, Ordering::Relaxed);
+                    self.stage.store(Self::IDLE, Ordering::Release);
                 }
-            }
+                // Another checkpoint (the checkpoint thread's timer, a tool)
+                // holds the lock: the next commit tries again.
+                Checkpoint::Busy => {}
+                Checkpoint::Failed(e) => {
+                    tracing::debug!(error = %e, "the writer's WAL checkpoint failed");
+                }
+            },
             _ => {}
         }
+    }
+}
+
+/// What one `PRAGMA wal_checkpoint(PASSIVE)` did.
+enum Checkpoint {
+    /// It ran; `frames` is the WAL's length.
+    Done {
+        frames: i32,
+    },
+    /// Another connection's checkpoint held the lock: SQLite answers with
+    /// the row `(1, -1, -1)`, not an error.
+    Busy,
+    Failed(rusqlite::Error),
+}
+
+fn passive_checkpoint(conn: &Connection) -> Checkpoint {
+    match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+    }) {
+        Ok((busy, frames)) if busy != 0 || frames < 0 => Checkpoint::Busy,
+        Ok((_, frames)) => Checkpoint::Done {
+            frames: i32::try_from(frames).unwrap_or(i32::MAX),
+        },
+        Err(e) => Checkpoint::Failed(e),
     }
 }
 
@@ -646,9 +689,21 @@ fn checkpoint_loop(conn: Connection, wake: mpsc::Receiver<()>, cycle: Arc<WalCyc
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
         };
         let started = std::time::Instant::now();
-        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0))
-        {
-            tracing::debug!(error = %e, "wal checkpoint failed");
+        // A busy checkpoint copied nothing: the cycle's copy is tried again
+        // a few times before the writer is left to copy it all.
+        for attempt in 0..if asked { 10 } else { 1 } {
+            match passive_checkpoint(&conn) {
+                Checkpoint::Done { .. } => break,
+                Checkpoint::Busy => {
+                    if attempt + 1 < 10 && asked {
+                        std::thread::sleep(CHECKPOINT_PAUSE);
+                    }
+                }
+                Checkpoint::Failed(e) => {
+                    tracing::debug!(error = %e, "wal checkpoint failed");
+                    break;
+                }
+            }
         }
         if asked {
             cycle.stage.store(WalCycle::COPIED, Ordering::Release);
@@ -1593,34 +1648,36 @@ impl Store for SqliteStore {
             }
             doomed.sort_unstable();
             doomed.dedup();
-            // Set-wise, through a temporary table of the doomed ids: per run,
-            // clearing the links (retry_of and superseded_by have no index)
-            // read the whole runs table twice, and a prune of thousands of
-            // runs held the writer for minutes.
-            txn.execute_batch(
-                "CREATE TEMP TABLE IF NOT EXISTS doomed_runs (id INTEGER PRIMARY KEY);
-                 DELETE FROM temp.doomed_runs;",
-            )
-            .map_err(StoreError::sqlite("prepare the runs to delete"))?;
-            {
-                let mut add = txn
-                    .prepare_cached("INSERT INTO temp.doomed_runs (id) VALUES (?1)")
-                    .map_err(StoreError::sqlite("prepare the runs to delete"))?;
-                for id in &doomed {
-                    add.execute([id])
-                        .map_err(StoreError::sqlite_with(|| format!("mark run {id} for deletion")))?;
+            if !doomed.is_empty() {
+                // Set-wise, through a temporary table of the doomed ids: per run,
+                // clearing the links (retry_of and superseded_by have no index)
+                // read the whole runs table twice, and a prune of thousands of
+                // runs held the writer for minutes.
+                txn.execute_batch(
+                    "CREATE TEMP TABLE IF NOT EXISTS doomed_runs (id INTEGER PRIMARY KEY);
+                     DELETE FROM temp.doomed_runs;",
+                )
+                .map_err(StoreError::sqlite("prepare the runs to delete"))?;
+                {
+                    let mut add = txn
+                        .prepare_cached("INSERT INTO temp.doomed_runs (id) VALUES (?1)")
+                        .map_err(StoreError::sqlite("prepare the runs to delete"))?;
+                    for id in &doomed {
+                        add.execute([id])
+                            .map_err(StoreError::sqlite_with(|| format!("mark run {id} for deletion")))?;
+                    }
                 }
+                // Links from newer runs would dangle; clear them first.
+                txn.execute_batch(
+                    "UPDATE runs SET retry_of = NULL WHERE retry_of IN (SELECT id FROM temp.doomed_runs);
+                     UPDATE runs SET superseded_by = NULL
+                       WHERE superseded_by IN (SELECT id FROM temp.doomed_runs);
+                     DELETE FROM steps WHERE run_id IN (SELECT id FROM temp.doomed_runs);
+                     DELETE FROM runs WHERE id IN (SELECT id FROM temp.doomed_runs);
+                     DELETE FROM temp.doomed_runs;",
+                )
+                .map_err(StoreError::sqlite_with(|| format!("delete {} runs", doomed.len())))?;
             }
-            // Links from newer runs would dangle; clear them first.
-            txn.execute_batch(
-                "UPDATE runs SET retry_of = NULL WHERE retry_of IN (SELECT id FROM temp.doomed_runs);
-                 UPDATE runs SET superseded_by = NULL
-                   WHERE superseded_by IN (SELECT id FROM temp.doomed_runs);
-                 DELETE FROM steps WHERE run_id IN (SELECT id FROM temp.doomed_runs);
-                 DELETE FROM runs WHERE id IN (SELECT id FROM temp.doomed_runs);
-                 DELETE FROM temp.doomed_runs;",
-            )
-            .map_err(StoreError::sqlite_with(|| format!("delete {} runs", doomed.len())))?;
             let deliveries = match max_age_ms {
                 Some(age) => exec(
                     txn,
@@ -2069,6 +2126,70 @@ mod tests {
         configure(&conn, &path).expect("configure");
         migrate(&mut conn, &path).expect("migrate");
         (dir, conn)
+    }
+
+    /// A cycle whose WAL could not start over (a reader used it) does not
+    /// start the next one until the threshold's worth of frames more; once
+    /// the WAL started over, cycles count from nothing again.
+    #[test]
+    fn a_cycle_left_behind_by_a_reader_waits_for_a_thresholds_worth_more() {
+        let (dir, conn) = migrated_connection();
+        let insert = |n: usize| {
+            for i in 0..n {
+                conn.execute(
+                    "INSERT INTO alerts (fingerprint, status, updated_at) VALUES (?1, 'firing', 0)",
+                    [format!("{i}-{}", rand_tag())],
+                )
+                .expect("insert");
+            }
+        };
+        insert(20);
+        // A reader whose snapshot includes those frames keeps the WAL from
+        // starting over.
+        let reader = Connection::open(dir.path().join("hookd.db")).expect("reader");
+        reader.execute_batch("BEGIN").expect("begin");
+        let _: i64 = reader
+            .query_row("SELECT count(*) FROM alerts", [], |r| r.get(0))
+            .expect("read");
+        let cycle = WalCycle::new(10);
+        let (wake, woken) = mpsc::sync_channel(1);
+        let wal_frames = || match passive_checkpoint(&conn) {
+            Checkpoint::Done { frames } => frames,
+            _ => panic!("checkpoint"),
+        };
+        let frames = wal_frames();
+        assert!(frames >= 10, "{frames}");
+        cycle.frames.store(frames, Ordering::Relaxed);
+        cycle.after_commit(&conn, &wake);
+        assert!(woken.try_recv().is_ok(), "{frames} frames start a cycle");
+        // The checkpoint thread's part, then the writer's.
+        cycle.stage.store(WalCycle::COPIED, Ordering::Release);
+        cycle.after_commit(&conn, &wake);
+        assert_eq!(cycle.stage.load(Ordering::Acquire), WalCycle::IDLE);
+        assert_eq!(cycle.base.load(Ordering::Relaxed), frames);
+        // Not started over (the reader): a few frames more start nothing.
+        cycle.frames.store(frames + 9, Ordering::Relaxed);
+        cycle.after_commit(&conn, &wake);
+        assert!(woken.try_recv().is_err(), "a new cycle after 9 frames");
+        cycle.frames.store(frames + 10, Ordering::Relaxed);
+        cycle.after_commit(&conn, &wake);
+        assert!(woken.try_recv().is_ok(), "no cycle after 10 frames more");
+        // Started over: counted from nothing.
+        cycle.stage.store(WalCycle::IDLE, Ordering::Release);
+        cycle.frames.store(3, Ordering::Relaxed);
+        cycle.after_commit(&conn, &wake);
+        assert_eq!(cycle.base.load(Ordering::Relaxed), 0);
+        assert!(woken.try_recv().is_err());
+        cycle.frames.store(10, Ordering::Relaxed);
+        cycle.after_commit(&conn, &wake);
+        assert!(woken.try_recv().is_ok());
+        reader.execute_batch("COMMIT").expect("end read");
+    }
+
+    fn rand_tag() -> u64 {
+        use std::sync::atomic::AtomicU64;
+        static N: AtomicU64 = AtomicU64::new(0);
+        N.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Past its bound the WAL is checkpointed once and starts again from
