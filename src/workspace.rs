@@ -1290,6 +1290,13 @@ fn open_tree_repo(job: &CheckoutJob) -> Result<Repository, WorkspaceError> {
     Repository::open(tree).map_err(|e| ctx.git_err("opening working tree", tree, &e))
 }
 
+/// Whether reference `name` points straight at `oid` (a symbolic one, such
+/// as a HEAD on a branch, does not).
+fn points_at(repo: &Repository, name: &str, oid: Oid) -> bool {
+    repo.find_reference(name)
+        .is_ok_and(|r| r.target() == Some(oid))
+}
+
 /// Forced checkout that leaves untracked and ignored files alone (libgit2's
 /// `remove_untracked` would also delete ignored files inside untracked directories).
 fn forced_checkout() -> CheckoutBuilder<'static> {
@@ -1420,9 +1427,7 @@ fn checkout_job(job: CheckoutJob) -> Result<(), WorkspaceError> {
     // HEAD and the ref are written only when they change: libgit2 takes a
     // lock file for each write, even of the same value, and a new file per
     // run is a new inode (a run's costliest file-system work).
-    let detached_at = repo.head_detached().unwrap_or(false)
-        && repo.head().ok().and_then(|h| h.target()) == Some(job.commit);
-    if !detached_at {
+    if !points_at(&repo, "HEAD", job.commit) {
         repo.set_head_detached(job.commit)
             .map_err(|e| git("detaching HEAD at", e))?;
     }
@@ -1440,8 +1445,7 @@ fn checkout_job(job: CheckoutJob) -> Result<(), WorkspaceError> {
     }
 
     if let (Some(refname), Some(target)) = (&job.refname, job.ref_target) {
-        let current = repo.find_reference(refname).ok().and_then(|r| r.target());
-        if current != Some(target) {
+        if !points_at(&repo, refname, target) {
             repo.reference(refname, target, true, "hookd: checkout")
                 .map_err(|e| git(&format!("writing {refname} for"), e))?;
         }

@@ -68,11 +68,12 @@ async fn read_body(
 
 /// `/hooks/{source}` for a name no source has.
 pub(super) async fn unknown_source(path: web::Path<String>) -> HttpResponse {
+    refuse_unknown(&path)
+}
+
+fn refuse_unknown(name: &str) -> HttpResponse {
     crate::metrics::delivery(crate::metrics::UNKNOWN_SOURCE, Outcome::UnknownSource);
-    error(
-        StatusCode::NOT_FOUND,
-        format!("unknown source {:?}", path.into_inner()),
-    )
+    error(StatusCode::NOT_FOUND, format!("unknown source {name:?}"))
 }
 
 /// Receives one webhook for the source `source_name` (its route is literal).
@@ -84,7 +85,7 @@ pub(super) async fn receive(
 ) -> HttpResponse {
     let source_name = &*source_name;
     let Some(source) = shared.sources.get(source_name) else {
-        return unknown_source(web::Path::from(source_name.to_string())).await;
+        return refuse_unknown(source_name);
     };
     let count = |outcome| crate::metrics::delivery(source_name, outcome);
     let method = req.method();

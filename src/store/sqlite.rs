@@ -488,37 +488,79 @@ fn restart_wal_if_large(conn: &Connection, wal: &Path, limit: u64) -> WalRestart
     if let Err(e) = conn.busy_timeout(Duration::ZERO) {
         return WalRestart::Failed(format!("clear the busy timeout: {e}"));
     }
-    let result = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+    let result = wal_checkpoint(conn, CheckpointMode::Truncate);
+    if let Err(e) = conn.busy_timeout(BUSY_TIMEOUT) {
+        return WalRestart::Failed(format!("restore the busy timeout: {e}"));
+    }
+    match result {
+        Checkpoint::Ran {
+            whole: true,
+            frames,
+            copied,
+        } => {
+            tracing::debug!(frames, copied, "WAL checkpointed and truncated");
+            WalRestart::Done
+        }
+        Checkpoint::Ran { frames, copied, .. } => WalRestart::Blocked {
+            frames,
+            copied,
+            wal_bytes,
+        },
+        Checkpoint::Busy => WalRestart::Busy,
+        Checkpoint::Failed(e) => WalRestart::Failed(e.to_string()),
+    }
+}
+
+/// The modes of `PRAGMA wal_checkpoint` hookd uses.
+#[derive(Clone, Copy)]
+enum CheckpointMode {
+    /// Copies what no reader still needs; waits for nobody.
+    Passive,
+    /// Copies everything and truncates the WAL, once no reader uses it.
+    Truncate,
+}
+
+/// What one `PRAGMA wal_checkpoint` did.
+enum Checkpoint {
+    /// It ran: the WAL holds `frames`, `copied` of them are in the database
+    /// now; `whole` is false when a reader kept a TRUNCATE from finishing.
+    Ran {
+        whole: bool,
+        frames: i64,
+        copied: i64,
+    },
+    /// Another connection's checkpoint held the lock, and nothing was
+    /// copied: SQLite answers with the row `(1, -1, -1)` (or, without a
+    /// busy handler, SQLITE_BUSY).
+    Busy,
+    Failed(rusqlite::Error),
+}
+
+fn wal_checkpoint(conn: &Connection, mode: CheckpointMode) -> Checkpoint {
+    let sql = match mode {
+        CheckpointMode::Passive => "PRAGMA wal_checkpoint(PASSIVE)",
+        CheckpointMode::Truncate => "PRAGMA wal_checkpoint(TRUNCATE)",
+    };
+    let row = conn.query_row(sql, [], |r| {
         Ok((
             r.get::<_, i64>(0)?,
             r.get::<_, i64>(1)?,
             r.get::<_, i64>(2)?,
         ))
     });
-    if let Err(e) = conn.busy_timeout(BUSY_TIMEOUT) {
-        return WalRestart::Failed(format!("restore the busy timeout: {e}"));
-    }
-    match result {
-        Ok((0, frames, copied)) => {
-            tracing::debug!(frames, copied, "WAL checkpointed and truncated");
-            WalRestart::Done
-        }
-        // Another checkpoint (the checkpoint thread's) holds the lock:
-        // SQLite answers with this row rather than SQLITE_BUSY.
-        Ok((1, -1, -1)) => WalRestart::Busy,
-        Ok((_, frames, copied)) => WalRestart::Blocked {
+    match row {
+        Ok((_, -1, _)) => Checkpoint::Busy,
+        Ok((busy, frames, copied)) => Checkpoint::Ran {
+            whole: busy == 0,
             frames,
             copied,
-            wal_bytes,
         },
-        // SQLITE_BUSY without a busy handler (the lock itself is
-        // answered with the row above).
         Err(rusqlite::Error::SqliteFailure(e, _))
             if e.code == rusqlite::ErrorCode::DatabaseBusy =>
         {
-            WalRestart::Busy
+            Checkpoint::Busy
         }
-        Err(e) => WalRestart::Failed(e.to_string()),
+        Err(e) => Checkpoint::Failed(e),
     }
 }
 
@@ -634,8 +676,9 @@ impl WalCycle {
             }
             // PASSIVE waits for no reader; a reader that still uses the WAL
             // only keeps it from starting over this time.
-            Self::COPIED => match passive_checkpoint(conn) {
-                Checkpoint::Done { frames } => {
+            Self::COPIED => match wal_checkpoint(conn, CheckpointMode::Passive) {
+                Checkpoint::Ran { frames, .. } => {
+                    let frames = i32::try_from(frames).unwrap_or(i32::MAX);
                     self.base.store(frames, Ordering::Relaxed);
                     self.stage.store(Self::IDLE, Ordering::Release);
                 }
@@ -648,30 +691,6 @@ impl WalCycle {
             },
             _ => {}
         }
-    }
-}
-
-/// What one `PRAGMA wal_checkpoint(PASSIVE)` did.
-enum Checkpoint {
-    /// It ran; `frames` is the WAL's length.
-    Done {
-        frames: i32,
-    },
-    /// Another connection's checkpoint held the lock: SQLite answers with
-    /// the row `(1, -1, -1)`, not an error.
-    Busy,
-    Failed(rusqlite::Error),
-}
-
-fn passive_checkpoint(conn: &Connection) -> Checkpoint {
-    match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
-    }) {
-        Ok((busy, frames)) if busy != 0 || frames < 0 => Checkpoint::Busy,
-        Ok((_, frames)) => Checkpoint::Done {
-            frames: i32::try_from(frames).unwrap_or(i32::MAX),
-        },
-        Err(e) => Checkpoint::Failed(e),
     }
 }
 
@@ -691,18 +710,15 @@ fn checkpoint_loop(conn: Connection, wake: mpsc::Receiver<()>, cycle: Arc<WalCyc
         let started = std::time::Instant::now();
         // A busy checkpoint copied nothing: the cycle's copy is tried again
         // a few times before the writer is left to copy it all.
-        for attempt in 0..if asked { 10 } else { 1 } {
-            match passive_checkpoint(&conn) {
-                Checkpoint::Done { .. } => break,
-                Checkpoint::Busy => {
-                    if attempt + 1 < 10 && asked {
-                        std::thread::sleep(CHECKPOINT_PAUSE);
-                    }
-                }
+        let attempts = if asked { 10 } else { 1 };
+        for attempt in 1..=attempts {
+            match wal_checkpoint(&conn, CheckpointMode::Passive) {
+                Checkpoint::Busy if attempt < attempts => std::thread::sleep(CHECKPOINT_PAUSE),
                 Checkpoint::Failed(e) => {
                     tracing::debug!(error = %e, "wal checkpoint failed");
                     break;
                 }
+                Checkpoint::Ran { .. } | Checkpoint::Busy => break,
             }
         }
         if asked {
@@ -942,10 +958,10 @@ fn check_gate(
     Ok(None)
 }
 
-/// Queues a run, after the guard rails of an alert run; with `supersede`,
-/// older queued runs of its group become `superseded` pointing at it.
-/// Queues `run`, whose event serializes to `event_json` (written by the
-/// caller, off the writer thread).
+/// Queues `run`, after the guard rails of an alert run; with `supersede`,
+/// older queued runs of its group become `superseded` pointing at it. Its
+/// event serializes to `event_json` (written by the caller, off the writer
+/// thread).
 fn insert_run(
     txn: &Transaction,
     delivery: Option<i64>,
@@ -1649,33 +1665,19 @@ impl Store for SqliteStore {
             doomed.sort_unstable();
             doomed.dedup();
             if !doomed.is_empty() {
-                // Set-wise, through a temporary table of the doomed ids: per run,
-                // clearing the links (retry_of and superseded_by have no index)
-                // read the whole runs table twice, and a prune of thousands of
-                // runs held the writer for minutes.
-                txn.execute_batch(
-                    "CREATE TEMP TABLE IF NOT EXISTS doomed_runs (id INTEGER PRIMARY KEY);
-                     DELETE FROM temp.doomed_runs;",
-                )
-                .map_err(StoreError::sqlite("prepare the runs to delete"))?;
-                {
-                    let mut add = txn
-                        .prepare_cached("INSERT INTO temp.doomed_runs (id) VALUES (?1)")
-                        .map_err(StoreError::sqlite("prepare the runs to delete"))?;
-                    for id in &doomed {
-                        add.execute([id])
-                            .map_err(StoreError::sqlite_with(|| format!("mark run {id} for deletion")))?;
-                    }
-                }
-                // Links from newer runs would dangle; clear them first.
-                txn.execute_batch(
-                    "UPDATE runs SET retry_of = NULL WHERE retry_of IN (SELECT id FROM temp.doomed_runs);
-                     UPDATE runs SET superseded_by = NULL
-                       WHERE superseded_by IN (SELECT id FROM temp.doomed_runs);
-                     DELETE FROM steps WHERE run_id IN (SELECT id FROM temp.doomed_runs);
-                     DELETE FROM runs WHERE id IN (SELECT id FROM temp.doomed_runs);
-                     DELETE FROM temp.doomed_runs;",
-                )
+                // Set-wise, the ids bound as one JSON array: per run,
+                // clearing the links (retry_of and superseded_by have no
+                // index) read the whole runs table twice, and a prune of
+                // thousands of runs held the writer for minutes.
+                let ids = to_json(&doomed);
+                [
+                    "UPDATE runs SET retry_of = NULL WHERE retry_of IN (SELECT value FROM json_each(?1))",
+                    "UPDATE runs SET superseded_by = NULL WHERE superseded_by IN (SELECT value FROM json_each(?1))",
+                    "DELETE FROM steps WHERE run_id IN (SELECT value FROM json_each(?1))",
+                    "DELETE FROM runs WHERE id IN (SELECT value FROM json_each(?1))",
+                ]
+                .iter()
+                .try_for_each(|sql| exec(txn, sql, [&ids]).map(|_| ()))
                 .map_err(StoreError::sqlite_with(|| format!("delete {} runs", doomed.len())))?;
             }
             let deliveries = match max_age_ms {
@@ -2153,8 +2155,8 @@ mod tests {
             .expect("read");
         let cycle = WalCycle::new(10);
         let (wake, woken) = mpsc::sync_channel(1);
-        let wal_frames = || match passive_checkpoint(&conn) {
-            Checkpoint::Done { frames } => frames,
+        let wal_frames = || match wal_checkpoint(&conn, CheckpointMode::Passive) {
+            Checkpoint::Ran { frames, .. } => i32::try_from(frames).expect("frames"),
             _ => panic!("checkpoint"),
         };
         let frames = wal_frames();
