@@ -1382,8 +1382,10 @@ fn status_is_empty(
 /// untracked by then), keep ignored ones, check out once more against the new
 /// HEAD as a safety net, and verify.
 ///
-/// Usually the forced checkout alone already leaves index and files exactly at
-/// the commit: one status scan right after it (the options of [`verify_clean`],
+/// A tree whose HEAD is already the commit and whose status scan is empty is
+/// left untouched (no checkout, no index write). Otherwise, usually the forced
+/// checkout alone already leaves index and files exactly at the commit: one
+/// status scan right after it (the options of [`verify_clean`],
 /// HEAD detached at the commit) proves that, and the index reset, clean-up,
 /// second checkout and verification — four more passes over every entry of a
 /// tree that may hold tens of thousands of files — are skipped. Whatever the
@@ -1422,16 +1424,24 @@ fn checkout_job(job: CheckoutJob) -> Result<(), WorkspaceError> {
                 ctx.scrub(e.message())
             ),
         })?;
-    repo.checkout_tree(commit.as_object(), Some(&mut forced_checkout()))
-        .map_err(|e| git("checking out", e))?;
-    // HEAD and the ref are written only when they change: libgit2 takes a
-    // lock file for each write, even of the same value, and a new file per
-    // run is a new inode (a run's costliest file-system work).
-    if !points_at(&repo, "HEAD", job.commit) {
-        repo.set_head_detached(job.commit)
-            .map_err(|e| git("detaching HEAD at", e))?;
-    }
-    let clean = !job.submodules && status_is_empty(&repo, ctx, tree, job.commit)?;
+    // A tree already at the commit (a retry, a re-run, the same push again,
+    // a remediation run once more) is left as it is when one status scan
+    // finds nothing to undo: a forced checkout would change no file but
+    // still rewrite the whole index through a lock file, and a new file per
+    // run is a new inode (a run's costliest file-system work). HEAD and the
+    // ref are written only when they change, for the same reason.
+    let at_commit = !job.submodules
+        && points_at(&repo, "HEAD", job.commit)
+        && status_is_empty(&repo, ctx, tree, job.commit)?;
+    let clean = at_commit || {
+        repo.checkout_tree(commit.as_object(), Some(&mut forced_checkout()))
+            .map_err(|e| git("checking out", e))?;
+        if !points_at(&repo, "HEAD", job.commit) {
+            repo.set_head_detached(job.commit)
+                .map_err(|e| git("detaching HEAD at", e))?;
+        }
+        !job.submodules && status_is_empty(&repo, ctx, tree, job.commit)?
+    };
     if !clean {
         let mut index = repo.index().map_err(|e| git("reading index for", e))?;
         let commit_tree = commit.tree().map_err(|e| git("reading tree of", e))?;
@@ -2293,9 +2303,10 @@ mod tests {
 
         // A rerun of a mirrored commit does not touch the network, and
         // writes neither the branch (libgit2 would create and remove a lock
-        // file beside it, a new inode per run) nor the alternates.
+        // file beside it, a new inode per run), nor the alternates, nor the
+        // index (a clean tree at the commit is not checked out again).
         let written = |tree: &Path| -> Vec<std::time::SystemTime> {
-            ["refs/heads", "objects/info/alternates"]
+            ["refs/heads", "objects/info/alternates", "index"]
                 .iter()
                 .map(|f| {
                     fs::metadata(tree.join(".git").join(f))
@@ -2412,6 +2423,7 @@ mod tests {
         git(&tree, &["add", "staged.txt"]);
         fs::remove_file(tree.join(".gitignore")).unwrap();
         write(&tree, ".gitignore", ".terraform/\n*.log\n");
+        fs::remove_file(tree.join("old.txt")).unwrap();
 
         // Same commit again: everything but ignored files is reset.
         let ck = ws
@@ -2433,7 +2445,32 @@ mod tests {
         assert!(!tree.join("staged.txt").exists());
         assert_eq!(read(&tree, ".terraform/state/terraform.tfstate"), "state");
         assert_eq!(read(&tree, "build/keep.log"), "log");
+        assert_eq!(read(&tree, "old.txt"), "old\n");
         assert_eq!(status(&tree), "");
+
+        // Only a file's mode changed (the tree is otherwise clean at the
+        // commit): it is put back too.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(tree.join("main.tf"), fs::Permissions::from_mode(0o755)).unwrap();
+            ws.prepare(
+                &repo,
+                &target(&c1),
+                WorkspaceMode::Persistent,
+                "tf",
+                6,
+                &never(),
+            )
+            .await
+            .unwrap();
+            let mode = fs::metadata(tree.join("main.tf"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o111, 0, "{mode:o}");
+            assert_eq!(status(&tree), "");
+        }
 
         // A change staged, then undone in the file only: the files already
         // match the commit, the index does not.
