@@ -133,6 +133,9 @@ fn main() {
     let secs = env_num("HOOKD_BENCH_SECONDS", 10);
     let reject_secs = env_num("HOOKD_BENCH_REJECT_SECONDS", 3);
     let pinning = taskset_works() && online_cpus() > 1;
+    // The harness is the client's side: its threads (the servers' log
+    // drains among them) run beside wrk, not on the server's CPU.
+    pin_self(CLIENT_CPU);
 
     let scratch = scratch("ingest-");
     let setup = prepare(scratch.path());
@@ -142,7 +145,7 @@ fn main() {
         setup.body.len(),
         push_fixture().0.display(),
         if pinning {
-            "server pinned to CPU 0, wrk to CPU 1"
+            "server pinned to CPU 0, wrk and this harness to CPU 1"
         } else {
             "NOT pinned (taskset unusable or one CPU)"
         }

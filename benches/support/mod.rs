@@ -170,8 +170,32 @@ pub fn pinned(cpu: Option<u32>, program: &Path) -> Command {
     }
 }
 
+/// The CPUs online, whatever this process is pinned to (which
+/// `available_parallelism` would count instead).
 pub fn online_cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, usize::from)
+    Command::new("getconf")
+        .arg("_NPROCESSORS_ONLN")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+}
+
+/// Pins this process's main thread, and so every thread it starts from now
+/// on, to `cpu` (when pinning works): the harness's own work, such as
+/// draining the servers' logs, then stays off the server's CPU.
+pub fn pin_self(cpu: u32) {
+    if taskset_works() && online_cpus() > 1 {
+        let _ = Command::new("taskset")
+            .args([
+                "-p",
+                "-c",
+                &cpu.to_string(),
+                &std::process::id().to_string(),
+            ])
+            .stdout(Stdio::null())
+            .status();
+    }
 }
 
 /// Clock ticks per second for `/proc/<pid>/stat`.

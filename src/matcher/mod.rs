@@ -106,6 +106,11 @@ impl<'a> Outcome<'a> {
     /// the `Arc` of the set this outcome was matched against for the texts
     /// to stay unwritten until serialized; with another, they are written now.
     pub fn into_skip_list(self, set: &Arc<PipelineSet>) -> SkipList {
+        // Every pipeline ran for every event: nothing to keep for the texts
+        // (the common case of a one-pipeline setup, on the ingest hot path).
+        if self.skipped_len() == 0 {
+            return SkipList::default();
+        }
         if !std::ptr::eq(self.set, Arc::as_ptr(set)) {
             return SkipList::from(self.skipped().map(|s| s.to_skip()).collect::<Vec<_>>());
         }
