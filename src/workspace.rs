@@ -1297,7 +1297,7 @@ fn open_tree_repo(job: &CheckoutJob) -> Result<Repository, WorkspaceError> {
 /// the indexer computes every fetched object's id from its content, so a
 /// server cannot slip in an object under another's id; zlib still checks
 /// each object's compressed stream when it is read. Process-wide and
-/// idempotent.
+/// idempotent; called before every git operation.
 fn trust_stored_objects() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| git2::opts::strict_hash_verification(false));
@@ -1624,7 +1624,6 @@ impl Workspaces {
     /// Uses `base` (made absolute) for mirrors and trees; at most
     /// `max_concurrent_git_ops` (at least 1) git operations run at once.
     pub fn new(base: &Path, max_concurrent_git_ops: usize) -> Workspaces {
-        trust_stored_objects();
         let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
         Workspaces {
             inner: Arc::new(Inner {
@@ -1691,6 +1690,9 @@ impl Workspaces {
         })?;
         let mut handle = tokio::task::spawn_blocking(move || {
             let _permit = permit;
+            // Here, not at start-up: setting it initializes libgit2 (and
+            // OpenSSL), 4 MiB of an idle daemon's memory until a run needs git.
+            trust_stored_objects();
             f()
         });
         let joined = match cancel {
