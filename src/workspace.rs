@@ -1296,7 +1296,9 @@ fn open_tree_repo(job: &CheckoutJob) -> Result<Repository, WorkspaceError> {
 /// the trigger path's CPU). What hookd stores was hashed when it arrived:
 /// the indexer computes every fetched object's id from its content, so a
 /// server cannot slip in an object under another's id; zlib still checks
-/// each object's compressed stream when it is read. Process-wide and
+/// each object's compressed stream when it is read. Objects written later by
+/// a step (which runs as the daemon's user and could as well rewrite the
+/// mirror's refs or another workspace's files) are trusted like the steps. Process-wide and
 /// idempotent; called before every git operation.
 fn trust_stored_objects() {
     static ONCE: std::sync::Once = std::sync::Once::new();
@@ -1308,6 +1310,21 @@ fn trust_stored_objects() {
 fn points_at(repo: &Repository, name: &str, oid: Oid) -> bool {
     repo.find_reference(name)
         .is_ok_and(|r| r.target() == Some(oid))
+}
+
+/// Whether an index entry is marked assume-unchanged or skip-worktree (a step
+/// may run `git update-index`): a status scan reports such a file unchanged
+/// without looking at it, so it cannot prove the tree clean; the forced
+/// checkout ignores the marks and puts the file back. An unreadable index
+/// counts as hiding changes.
+fn hides_changes(repo: &Repository) -> bool {
+    let Ok(index) = repo.index() else {
+        return true;
+    };
+    index.iter().any(|e| {
+        git2::IndexEntryFlag::from_bits_truncate(e.flags).is_valid()
+            || git2::IndexEntryExtendedFlag::from_bits_truncate(e.flags_extended).is_skip_worktree()
+    })
 }
 
 /// Forced checkout that leaves untracked and ignored files alone (libgit2's
@@ -1445,6 +1462,7 @@ fn checkout_job(job: CheckoutJob) -> Result<(), WorkspaceError> {
     // ref are written only when they change, for the same reason.
     let at_commit = !job.submodules
         && points_at(&repo, "HEAD", job.commit)
+        && !hides_changes(&repo)
         && status_is_empty(&repo, ctx, tree, job.commit)?;
     let clean = at_commit || {
         repo.checkout_tree(commit.as_object(), Some(&mut forced_checkout()))
@@ -2486,6 +2504,30 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o111, 0, "{mode:o}");
             assert_eq!(status(&tree), "");
+        }
+
+        // A change hidden from status by an index mark (a step's `git
+        // update-index`): put back all the same, and the mark cleared.
+        for (n, mark) in [(7, "--assume-unchanged"), (8, "--skip-worktree")] {
+            git(&tree, &["update-index", mark, "main.tf"]);
+            write(&tree, "main.tf", "hidden change\n");
+            assert_eq!(status(&tree), "", "{mark} hides the change from status");
+            ws.prepare(
+                &repo,
+                &target(&c1),
+                WorkspaceMode::Persistent,
+                "tf",
+                n,
+                &never(),
+            )
+            .await
+            .unwrap();
+            assert_eq!(read(&tree, "main.tf"), "v1\n", "{mark}");
+            assert_eq!(
+                git(&tree, &["ls-files", "-v", "main.tf"]),
+                "H main.tf",
+                "{mark}"
+            );
         }
 
         // A change staged, then undone in the file only: the files already
