@@ -2360,11 +2360,22 @@ mod tests {
             "the WAL grew to {wal_bytes} bytes (bound {bound}): it did not start over"
         );
         let conn = Connection::open(store.path()).expect("connect");
-        let (busy, log, done): (i64, i64, i64) = conn
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
-            .expect("checkpoint");
+        // The store's checkpoint thread may still be finishing the last
+        // cycle and hold the checkpoint lock (busy): try again, a bounded
+        // number of times.
+        let mut outcome = (1, -1, -1);
+        for _ in 0..100 {
+            outcome = conn
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .expect("checkpoint");
+            if outcome.0 == 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let (busy, log, done): (i64, i64, i64) = outcome;
         assert_eq!(
             (busy, log),
             (0, done),
