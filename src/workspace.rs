@@ -1298,8 +1298,8 @@ fn open_tree_repo(job: &CheckoutJob) -> Result<Repository, WorkspaceError> {
 /// server cannot slip in an object under another's id; zlib still checks
 /// each object's compressed stream when it is read. Objects written later by
 /// a step (which runs as the daemon's user and could as well rewrite the
-/// mirror's refs or another workspace's files) are trusted like the steps. Process-wide and
-/// idempotent; called before every git operation.
+/// mirror's refs or another workspace's files) are trusted like the steps.
+/// Process-wide and idempotent; called before every git operation.
 fn trust_stored_objects() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| git2::opts::strict_hash_verification(false));
@@ -1460,14 +1460,15 @@ fn checkout_job(job: CheckoutJob) -> Result<(), WorkspaceError> {
     // still rewrite the whole index through a lock file, and a new file per
     // run is a new inode (a run's costliest file-system work). HEAD and the
     // ref are written only when they change, for the same reason.
+    let head_at_commit = points_at(&repo, "HEAD", job.commit);
     let at_commit = !job.submodules
-        && points_at(&repo, "HEAD", job.commit)
+        && head_at_commit
         && !hides_changes(&repo)
         && status_is_empty(&repo, ctx, tree, job.commit)?;
     let clean = at_commit || {
         repo.checkout_tree(commit.as_object(), Some(&mut forced_checkout()))
             .map_err(|e| git("checking out", e))?;
-        if !points_at(&repo, "HEAD", job.commit) {
+        if !head_at_commit {
             repo.set_head_detached(job.commit)
                 .map_err(|e| git("detaching HEAD at", e))?;
         }
@@ -2422,6 +2423,20 @@ mod tests {
         assert_eq!(status(&back.path), "");
     }
 
+    /// A persistent-mode checkout of `sha` (on `main`) in workspace `tf`.
+    async fn prepare_tf(ws: &Workspaces, repo: &RepoSpec, sha: &str, run: i64) -> Checkout {
+        ws.prepare(
+            repo,
+            &commit_target(sha, "refs/heads/main"),
+            WorkspaceMode::Persistent,
+            "tf",
+            run,
+            &never(),
+        )
+        .await
+        .unwrap()
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn persistent_mode_resets_and_keeps_ignored_files() {
         let tmp = tempfile::tempdir().unwrap();
@@ -2432,18 +2447,7 @@ mod tests {
         let c1 = commit_all(&src, "one");
         let ws = Workspaces::new(&tmp.path().join("data"), 2);
         let repo = spec(&file_url(&src));
-        let target = |sha: &str| commit_target(sha, "refs/heads/main");
-        let ck = ws
-            .prepare(
-                &repo,
-                &target(&c1),
-                WorkspaceMode::Persistent,
-                "tf",
-                1,
-                &never(),
-            )
-            .await
-            .unwrap();
+        let ck = prepare_tf(&ws, &repo, &c1, 1).await;
         let tree = ck.path.clone();
 
         // What a run leaves behind.
@@ -2460,17 +2464,7 @@ mod tests {
         fs::remove_file(tree.join("old.txt")).unwrap();
 
         // Same commit again: everything but ignored files is reset.
-        let ck = ws
-            .prepare(
-                &repo,
-                &target(&c1),
-                WorkspaceMode::Persistent,
-                "tf",
-                2,
-                &never(),
-            )
-            .await
-            .unwrap();
+        let ck = prepare_tf(&ws, &repo, &c1, 2).await;
         assert_eq!(ck.path, tree);
         assert_eq!(read(&tree, "main.tf"), "v1\n");
         assert!(!tree.join("untracked.txt").exists());
@@ -2488,16 +2482,7 @@ mod tests {
         {
             use std::os::unix::fs::PermissionsExt;
             fs::set_permissions(tree.join("main.tf"), fs::Permissions::from_mode(0o755)).unwrap();
-            ws.prepare(
-                &repo,
-                &target(&c1),
-                WorkspaceMode::Persistent,
-                "tf",
-                6,
-                &never(),
-            )
-            .await
-            .unwrap();
+            prepare_tf(&ws, &repo, &c1, 6).await;
             let mode = fs::metadata(tree.join("main.tf"))
                 .unwrap()
                 .permissions()
@@ -2512,16 +2497,7 @@ mod tests {
             git(&tree, &["update-index", mark, "main.tf"]);
             write(&tree, "main.tf", "hidden change\n");
             assert_eq!(status(&tree), "", "{mark} hides the change from status");
-            ws.prepare(
-                &repo,
-                &target(&c1),
-                WorkspaceMode::Persistent,
-                "tf",
-                n,
-                &never(),
-            )
-            .await
-            .unwrap();
+            prepare_tf(&ws, &repo, &c1, n).await;
             assert_eq!(read(&tree, "main.tf"), "v1\n", "{mark}");
             assert_eq!(
                 git(&tree, &["ls-files", "-v", "main.tf"]),
@@ -2535,16 +2511,7 @@ mod tests {
         write(&tree, "main.tf", "staged change\n");
         git(&tree, &["add", "main.tf"]);
         write(&tree, "main.tf", "v1\n");
-        ws.prepare(
-            &repo,
-            &target(&c1),
-            WorkspaceMode::Persistent,
-            "tf",
-            5,
-            &never(),
-        )
-        .await
-        .unwrap();
+        prepare_tf(&ws, &repo, &c1, 5).await;
         assert_eq!(read(&tree, "main.tf"), "v1\n");
         assert_eq!(status(&tree), "");
 
@@ -2554,17 +2521,7 @@ mod tests {
         write(&src, "modules/net/net.tf", "net\n");
         let c2 = commit_all(&src, "two");
         write(&tree, "stray.txt", "x");
-        let ck = ws
-            .prepare(
-                &repo,
-                &target(&c2),
-                WorkspaceMode::Persistent,
-                "tf",
-                3,
-                &never(),
-            )
-            .await
-            .unwrap();
+        let ck = prepare_tf(&ws, &repo, &c2, 3).await;
         assert_eq!(git(&tree, &["rev-parse", "HEAD"]), c2);
         assert!(!tree.join("old.txt").exists());
         assert!(!tree.join("stray.txt").exists());
@@ -2575,17 +2532,7 @@ mod tests {
 
         // A persistent tree that was damaged is recreated.
         fs::remove_dir_all(tree.join(".git")).unwrap();
-        let ck = ws
-            .prepare(
-                &repo,
-                &target(&c2),
-                WorkspaceMode::Persistent,
-                "tf",
-                4,
-                &never(),
-            )
-            .await
-            .unwrap();
+        let ck = prepare_tf(&ws, &repo, &c2, 4).await;
         assert_eq!(git(&ck.path, &["rev-parse", "HEAD"]), c2);
         assert_eq!(status(&ck.path), "");
     }
