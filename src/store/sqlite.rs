@@ -1053,7 +1053,8 @@ fn apply_alert_update(
     if !resolved {
         return Ok(Vec::new());
     }
-    exec(txn,
+    exec(
+        txn,
         "UPDATE runs SET effective = 1
          WHERE alert_fingerprint = ?1 AND effective IS NULL AND verify_until IS NOT NULL AND verify_until >= ?2",
         params![u.fingerprint, now],
@@ -1148,16 +1149,16 @@ fn insert_retry(
     }
     let n = exec(
         txn,
-            "INSERT INTO runs (delivery_id, pipeline, concurrency_group, trigger, status, event, git_ref,
-                               commit_sha, attempt, created_at, origin, seq, not_before, retry_of,
-                               alert_fingerprint, alert_starts_at, alert_status)
-             SELECT delivery_id, pipeline, concurrency_group, trigger, 'queued', event, git_ref,
-                    commit_sha, attempt + 1, ?2, origin, COALESCE(seq, id), ?3, id,
-                    alert_fingerprint, alert_starts_at, alert_status
-             FROM runs WHERE id = ?1",
-            params![id, now, plan.not_before],
-        )
-        .map_err(StoreError::sqlite_with(|| format!("queue a retry of run {id}")))?;
+        "INSERT INTO runs (delivery_id, pipeline, concurrency_group, trigger, status, event, git_ref,
+                           commit_sha, attempt, created_at, origin, seq, not_before, retry_of,
+                           alert_fingerprint, alert_starts_at, alert_status)
+         SELECT delivery_id, pipeline, concurrency_group, trigger, 'queued', event, git_ref,
+                commit_sha, attempt + 1, ?2, origin, COALESCE(seq, id), ?3, id,
+                alert_fingerprint, alert_starts_at, alert_status
+         FROM runs WHERE id = ?1",
+        params![id, now, plan.not_before],
+    )
+    .map_err(StoreError::sqlite_with(|| format!("queue a retry of run {id}")))?;
     Ok((n == 1).then(|| txn.last_insert_rowid()))
 }
 
@@ -1278,7 +1279,8 @@ impl Store for SqliteStore {
                 });
             }
             if skipped.len() > skipped_len {
-                exec(txn,
+                exec(
+                    txn,
                     "UPDATE deliveries SET skipped = ?2 WHERE id = ?1",
                     params![delivery, to_json(&skipped)],
                 )
@@ -1310,7 +1312,8 @@ impl Store for SqliteStore {
                     .and_then(|mut s| s.query_map([id], |r| r.get(0))?.collect())
                     .map_err(StoreError::sqlite_with(|| format!("read process groups of run {id}")))?;
                 close_steps(txn, id, RunStatus::Interrupted, now)?;
-                exec(txn,
+                exec(
+                    txn,
                     "UPDATE runs SET status = 'interrupted', finished_at = ?2,
                             reason = 'hookd stopped while the run was running'
                      WHERE id = ?1",
@@ -1334,7 +1337,8 @@ impl Store for SqliteStore {
                     .and_then(|mut s| s.query_map([id], |r| r.get(0))?.collect())
                     .map_err(StoreError::sqlite_with(|| format!("read process groups of run {id}")))?;
                 close_steps(txn, id, RunStatus::Interrupted, now)?;
-                exec(txn,
+                exec(
+                    txn,
                     "UPDATE runs SET escalation_status = 'failed',
                             escalation_reason = COALESCE(escalation_reason, '') || ' (interrupted: hookd stopped during the escalation)'
                      WHERE id = ?1",
@@ -1400,10 +1404,10 @@ impl Store for SqliteStore {
         self.write(move |txn| {
             let n = exec(
                 txn,
-                    "UPDATE runs SET status = 'running', started_at = ?2 WHERE id = ?1 AND status = 'queued'",
-                    params![id, now],
-                )
-                .map_err(StoreError::sqlite_with(|| format!("start run {id}")))?;
+                "UPDATE runs SET status = 'running', started_at = ?2 WHERE id = ?1 AND status = 'queued'",
+                params![id, now],
+            )
+            .map_err(StoreError::sqlite_with(|| format!("start run {id}")))?;
             Ok(n == 1)
         })
         .await
@@ -1500,17 +1504,18 @@ impl Store for SqliteStore {
             // API meanwhile, superseded) keeps the status it has.
             let n = exec(
                 txn,
-                    "UPDATE runs SET status = ?2, reason = ?3, finished_at = ?4
-                     WHERE id = ?1 AND status IN ('queued', 'running')",
-                    params![id, status.as_str(), reason, now],
-                )
-                .map_err(StoreError::sqlite_with(|| format!("finish run {id}")))?;
+                "UPDATE runs SET status = ?2, reason = ?3, finished_at = ?4
+                 WHERE id = ?1 AND status IN ('queued', 'running')",
+                params![id, status.as_str(), reason, now],
+            )
+            .map_err(StoreError::sqlite_with(|| format!("finish run {id}")))?;
             if n == 0 {
                 return Ok(None);
             }
             close_steps(txn, id, status, now)?;
             if let Some(why) = &then.escalate {
-                exec(txn,
+                exec(
+                    txn,
                     "UPDATE runs SET escalation_reason = ?2, escalation_status = 'pending' WHERE id = ?1",
                     params![id, why],
                 )
@@ -1526,7 +1531,8 @@ impl Store for SqliteStore {
                         |r| r.get(0),
                     )
                     .map_err(StoreError::sqlite("look up the alert's state"))?;
-                exec(txn,
+                exec(
+                    txn,
                     "UPDATE runs SET verify_until = ?2, effective = ?3 WHERE id = ?1",
                     params![id, now + within, resolved_meanwhile.then_some(1)],
                 )
@@ -1595,7 +1601,7 @@ impl Store for SqliteStore {
             let n = exec(
                 txn,
                 "UPDATE runs SET status = 'cancelled', reason = ?2, finished_at = ?3
-                     WHERE id = ?1 AND status = 'queued'",
+                 WHERE id = ?1 AND status = 'queued'",
                 params![id, reason, now],
             )
             .map_err(StoreError::sqlite_with(|| {
@@ -1683,13 +1689,14 @@ impl Store for SqliteStore {
             let deliveries = match max_age_ms {
                 Some(age) => exec(
                     txn,
-                        "UPDATE deliveries SET replay_of = NULL WHERE replay_of IN
-                           (SELECT id FROM deliveries d WHERE received_at < ?1
-                              AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.delivery_id = d.id))",
-                        [now - age],
-                    )
+                    "UPDATE deliveries SET replay_of = NULL WHERE replay_of IN
+                       (SELECT id FROM deliveries d WHERE received_at < ?1
+                          AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.delivery_id = d.id))",
+                    [now - age],
+                )
                     .and_then(|_| {
-                        exec(txn,
+                        exec(
+                            txn,
                             "DELETE FROM deliveries WHERE received_at < ?1
                                AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.delivery_id = deliveries.id)",
                             [now - age],
