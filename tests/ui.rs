@@ -134,6 +134,13 @@ impl Page {
     }
 
     fn call(&mut self, method: &str, params: Value) -> Value {
+        self.try_call(method, params)
+            .unwrap_or_else(|error| panic!("{method}: {error}"))
+    }
+
+    /// Sends one DevTools command; `Err` carries the protocol error the
+    /// browser answered with (for instance while the page navigates).
+    fn try_call(&mut self, method: &str, params: Value) -> Result<Value, Value> {
         self.next_id += 1;
         let id = self.next_id;
         let mut msg = json!({"id": id, "method": method, "params": params});
@@ -152,10 +159,10 @@ impl Page {
             };
             let v: Value = serde_json::from_str(text.as_str()).expect("DevTools JSON");
             if v["id"] == id {
-                if v.get("error").is_some() {
-                    panic!("{method}: {}", v["error"]);
+                if let Some(error) = v.get("error") {
+                    return Err(error.clone());
                 }
-                return v["result"].clone();
+                return Ok(v["result"].clone());
             }
         }
     }
@@ -168,20 +175,51 @@ impl Page {
         r["result"]["value"].clone()
     }
 
+    /// Runs `expression`, which starts a navigation (a submit, a click on a
+    /// link). The answer may then be the navigation's protocol error rather
+    /// than a value; any other error fails the test.
+    fn act(&mut self, expression: &str) {
+        let answer = self.try_call(
+            "Runtime.evaluate",
+            json!({"expression": expression, "returnByValue": true}),
+        );
+        match answer {
+            Ok(r) => assert_eq!(r["result"]["value"], json!(true), "{expression}: {r}"),
+            Err(error) => {
+                let message = error["message"].as_str().unwrap_or("");
+                assert!(
+                    message.contains("navigated") || message.contains("context"),
+                    "{expression}: {error}"
+                );
+            }
+        }
+    }
+
     fn navigate(&mut self, url: &str) {
         self.call("Page.navigate", json!({"url": url}));
     }
 
-    /// Polls `expression` until it is `true`.
+    /// Polls `expression` until it is `true`. A poll that lands while the
+    /// page navigates (a form submit, a reload) gets a protocol error such as
+    /// "Inspected target navigated or closed" instead of a value; that counts
+    /// as "not yet", and the last such error is shown on time-out.
     fn wait_for(&mut self, expression: &str, what: &str) {
         let deadline = Instant::now() + Duration::from_secs(30);
+        let mut last_error = Value::Null;
         loop {
-            if self.eval(expression) == json!(true) {
-                return;
+            match self.try_call(
+                "Runtime.evaluate",
+                json!({"expression": expression, "returnByValue": true}),
+            ) {
+                Ok(r) if r["result"]["value"] == json!(true) => return,
+                Ok(_) => {}
+                Err(error) => last_error = error,
             }
             if Instant::now() > deadline {
                 let body = self.eval("document.body ? document.body.innerText : ''");
-                panic!("timed out waiting for {what}; page text:\n{body}");
+                panic!(
+                    "timed out waiting for {what}; last protocol error: {last_error}; page text:\n{body}"
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -310,7 +348,7 @@ fn the_run_page_shows_log_lines_live_in_a_real_browser() {
         "location.pathname === '/login' && !!document.querySelector('form.login')",
         "the login form",
     );
-    page.eval(&format!(
+    page.act(&format!(
         "document.querySelector('input[name=token]').value = {}; document.querySelector('form.login').submit(); true",
         json!(TOKEN)
     ));
@@ -337,7 +375,7 @@ fn the_run_page_shows_log_lines_live_in_a_real_browser() {
     publish(&runs_png, "ui-runs.png");
 
     // Open the running run from the list.
-    page.eval(&format!(
+    page.act(&format!(
         "document.querySelector('a[href=\"/runs/{live}\"]').click(); true"
     ));
     page.wait_for(
