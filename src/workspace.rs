@@ -1410,7 +1410,8 @@ fn status_is_empty(
 /// forced checkout from the previous HEAD (so files deleted since are removed),
 /// detach HEAD, reset the index, remove untracked files (files a step staged are
 /// untracked by then), keep ignored ones, check out once more against the new
-/// HEAD as a safety net, and verify.
+/// HEAD as a safety net, write again the files that checkout took for
+/// unchanged but are not ([`rewrite_stale_files`]), and verify.
 ///
 /// A tree whose HEAD is already the commit and whose status scan is empty is
 /// left untouched (no checkout, no index write). Otherwise, usually the forced
@@ -1484,6 +1485,7 @@ fn checkout_job(job: CheckoutJob) -> Result<(), WorkspaceError> {
         remove_untracked(&repo, ctx, tree, job.commit)?;
         repo.checkout_head(Some(&mut forced_checkout()))
             .map_err(|e| git("checking out", e))?;
+        rewrite_stale_files(&repo, ctx, tree, job.commit)?;
     }
 
     if let (Some(refname), Some(target)) = (&job.refname, job.ref_target) {
@@ -1500,6 +1502,62 @@ fn checkout_job(job: CheckoutJob) -> Result<(), WorkspaceError> {
     }
 
     verify_clean(&repo, ctx, tree, job.commit)
+}
+
+/// Writes again, from the commit, every tracked file that a status scan still
+/// finds changed after a forced checkout.
+///
+/// libgit2's checkout takes a file whose size and mtime match its index entry
+/// for unchanged without reading it, while status also compares the ctime and
+/// then the content. A step that rewrites a tracked file with the same size
+/// and puts its mtime back (`touch -r`, `cp -p`, an archive extracted over
+/// the tree), or a line-ending conversion a step switched on
+/// (`core.autocrlf`), leaves a file that every later checkout would skip and
+/// every verification would reject: the persistent tree would fail each run
+/// until someone repaired it by hand. Removing such files first makes the
+/// checkout write them; ignored files (`.terraform/`) stay, unlike with a
+/// tree made anew.
+fn rewrite_stale_files(
+    repo: &Repository,
+    ctx: &FetchCtx,
+    tree: &Path,
+    commit: Oid,
+) -> Result<(), WorkspaceError> {
+    let mut opts = StatusOptions::new();
+    opts.include_untracked(false).exclude_submodules(true);
+    let statuses = repo
+        .statuses(Some(&mut opts))
+        .map_err(|e| ctx.git_err(format!("reading status at {commit}"), tree, &e))?;
+    let stale: Vec<Vec<u8>> = statuses
+        .iter()
+        .filter(|e| {
+            e.status()
+                .intersects(git2::Status::WT_MODIFIED | git2::Status::WT_TYPECHANGE)
+        })
+        .map(|e| e.path_bytes().to_vec())
+        .collect();
+    if stale.is_empty() {
+        return Ok(());
+    }
+    let mut co = forced_checkout();
+    co.disable_pathspec_match(true);
+    for rel in &stale {
+        let path = repo_relative(tree, rel);
+        let removed = match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => fs::remove_dir_all(&path),
+            Ok(_) => fs::remove_file(&path),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        };
+        removed.map_err(|source| WorkspaceError::Io {
+            action: "removing a changed file to write it again",
+            path: path.clone(),
+            source,
+        })?;
+        co.path(rel.as_slice());
+    }
+    repo.checkout_head(Some(&mut co))
+        .map_err(|e| ctx.git_err(format!("writing changed files again at {commit}"), tree, &e))
 }
 
 /// Checks HEAD and that no tracked change or untracked file is left.
@@ -2103,7 +2161,7 @@ mod tests {
             let deadline = Instant::now() + Duration::from_secs(15);
             while TcpStream::connect(("127.0.0.1", port)).is_err() {
                 assert!(Instant::now() < deadline, "git daemon did not start");
-                std::thread::sleep(Duration::from_millis(50));
+                std::thread::sleep(Duration::from_millis(1100));
             }
             daemon
         }
@@ -2535,6 +2593,51 @@ mod tests {
         let ck = prepare_tf(&ws, &repo, &c2, 4).await;
         assert_eq!(git(&ck.path, &["rev-parse", "HEAD"]), c2);
         assert_eq!(status(&ck.path), "");
+    }
+
+    /// Files that libgit2's checkout takes for unchanged (size and mtime as
+    /// in the index) but status does not: written again from the commit, so
+    /// the persistent tree does not fail every later run as not clean.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn persistent_mode_rewrites_files_checkout_takes_for_unchanged() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = init_repo(tmp.path(), "infra");
+        write(&src, ".gitignore", ".terraform/\n");
+        write(&src, "main.tf", "v1\n");
+        write(&src, "vars.tf", "vars\n");
+        let c1 = commit_all(&src, "one");
+        let ws = Workspaces::new(&tmp.path().join("data"), 2);
+        let repo = spec(&file_url(&src));
+        let tree = prepare_tf(&ws, &repo, &c1, 1).await.path;
+        write(&tree, ".terraform/plugins/p", "plugin");
+
+        // Same size, mtime put back (`cp -p`, `touch -r`, an archive): only
+        // the ctime tells the change apart, and checkout does not look at it.
+        // (A second apart, for file systems with coarse timestamps.)
+        let file = tree.join("main.tf");
+        let mtime = fs::metadata(&file).unwrap().modified().unwrap();
+        std::thread::sleep(Duration::from_millis(1100));
+        fs::write(&file, "v9\n").unwrap();
+        fs::File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        prepare_tf(&ws, &repo, &c1, 2).await;
+        assert_eq!(read(&tree, "main.tf"), "v1\n");
+        assert_eq!(status(&tree), "");
+
+        // A step switched line-ending conversion on and left a CRLF copy
+        // of a file: it is written as the conversion wants it, every run.
+        git(&tree, &["config", "core.autocrlf", "true"]);
+        write(&tree, "vars.tf", "vars\r\n");
+        for run in [3, 4] {
+            prepare_tf(&ws, &repo, &c1, run).await;
+            assert_eq!(read(&tree, "vars.tf"), "vars\r\n");
+            assert_eq!(status(&tree), "");
+        }
+        assert_eq!(read(&tree, ".terraform/plugins/p"), "plugin");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
