@@ -2772,6 +2772,53 @@ mod tests {
         );
     }
 
+    /// A body that cannot be written fails its delivery and stores nothing
+    /// of it (no row, no run); the next delivery goes to a new segment, and
+    /// a retry of the failed one is stored, not taken for a duplicate.
+    #[tokio::test]
+    async fn a_failed_body_write_stores_nothing_and_the_next_batch_moves_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        let first = store
+            .record_delivery(delivery(Some("a"), &["apply"]))
+            .await
+            .expect("a");
+        let segment = bodies::segments(&dir.path().join("bodies")).expect("list")[0];
+        // After a restart the log appends to a new segment, created at its
+        // first write: a directory in its place makes that write fail.
+        store.close();
+        drop(store);
+        let store = SqliteStore::open(dir.path()).expect("reopen");
+        let next = bodies::segment_path(&dir.path().join("bodies"), segment + 1);
+        std::fs::create_dir(&next).expect("block the next segment");
+        let err = store
+            .record_delivery(delivery(Some("b"), &["apply"]))
+            .await
+            .expect_err("the body cannot be written");
+        assert!(err.to_string().contains(".seg"), "{err}");
+        let conn = Connection::open(dir.path().join("hookd.db")).expect("inspect");
+        let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).expect(sql) };
+        assert_eq!(count("SELECT count(*) FROM deliveries"), 1);
+        assert_eq!(count("SELECT count(*) FROM runs"), 1);
+
+        let retried = store
+            .record_delivery(delivery(Some("b"), &["apply"]))
+            .await
+            .expect("the next batch writes a new segment");
+        assert!(!retried.duplicate);
+        assert_eq!(retried.runs.len(), 1);
+        assert_eq!(
+            store.delivery_body(retried.delivery).await.expect("b"),
+            Some(b"{\"ref\":\"refs/heads/main\"}".to_vec())
+        );
+        assert_eq!(
+            store.delivery_body(first.delivery).await.expect("a"),
+            Some(b"{\"ref\":\"refs/heads/main\"}".to_vec())
+        );
+        assert!(std::fs::metadata(&next).expect("still there").is_dir());
+        assert_eq!(count("SELECT count(*) FROM deliveries"), 2);
+    }
+
     /// Pruning deletes every older segment no stored delivery points into,
     /// even behind one that a kept delivery still needs, never the one being
     /// written, and only after the rows are gone.
