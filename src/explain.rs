@@ -25,7 +25,7 @@ use serde::Serialize;
 use crate::config::{DaemonConfig, Pipeline, PushTrigger, SourceConfig};
 use crate::event::{Event, PushEvent, RefKind};
 use crate::matcher::{match_one, path_filters};
-use crate::source::{self, AuthError, EventTypeHint, ParseError, Request, Source};
+use crate::source::{self, AuthError, EventTypeHint, Headers, ParseError, Request, Source};
 
 /// Why a payload cannot be explained (the CLI then exits non-zero).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -228,16 +228,18 @@ pub fn explain(
     let source = source::build(config);
     let kind = source.kind().as_str();
     // What server::hooks builds from an HTTP request, from a loopback peer.
-    let request = |headers| Request {
-        method: "POST",
-        headers,
-        query: "",
-        body,
-        from_loopback: true,
-    };
+    fn request<'a>(headers: &'a dyn Headers, body: &'a [u8]) -> Request<'a> {
+        Request {
+            method: "POST",
+            headers,
+            query: "",
+            body,
+            from_loopback: true,
+        }
+    }
     let authentication = authenticate(
         source.as_ref(),
-        &request(headers),
+        &request(&headers, body),
         config.credentials.is_empty(),
     );
     let mut report = Report {
@@ -253,7 +255,7 @@ pub fn explain(
         return Ok(report);
     }
 
-    let hint = source.infer_event_type(&request(headers));
+    let hint = source.infer_event_type(&request(&headers, body));
     let mut headers = headers.to_vec();
     let inferred_header = match hint {
         EventTypeHint::Given => None,
@@ -265,7 +267,7 @@ pub fn explain(
             return Err(ExplainError::CannotInfer { kind, header, why })
         }
     };
-    let request = request(&headers);
+    let request = request(&headers, body);
     let parsed = source
         .parse(&request)
         .map_err(|error| ExplainError::Parse {

@@ -13,7 +13,7 @@ use super::{direct_loopback, error, unavailable};
 use crate::daemon::Shared;
 use crate::matcher::SkipList;
 use crate::metrics::DeliveryOutcome as Outcome;
-use crate::source::Request;
+use crate::source::{Headers, Request};
 use crate::store::{RunOrigin, RunRef};
 
 /// The answer to an accepted webhook.
@@ -35,6 +35,21 @@ struct AcceptedRun {
     pipeline: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     paths: Option<&'static str>,
+}
+
+/// The sources read the request's own header map (no copy of every header
+/// per request). Names come lower-cased from the HTTP layer, so a lookup
+/// compares without allocating; a value that is not text is passed over.
+impl Headers for actix_web::http::header::HeaderMap {
+    fn first(&self, name: &str) -> Option<&str> {
+        self.iter()
+            .filter(|(k, _)| k.as_str().eq_ignore_ascii_case(name))
+            .find_map(|(_, v)| v.to_str().ok())
+    }
+
+    fn is_empty(&self) -> bool {
+        actix_web::http::header::HeaderMap::is_empty(self)
+    }
 }
 
 enum BodyError {
@@ -123,18 +138,9 @@ pub(super) async fn receive(
             return error(StatusCode::BAD_REQUEST, format!("cannot read body: {e}"));
         }
     };
-    let headers: Vec<(String, String)> = req
-        .headers()
-        .iter()
-        .filter_map(|(k, v)| {
-            v.to_str()
-                .ok()
-                .map(|v| (k.as_str().to_ascii_lowercase(), v.to_string()))
-        })
-        .collect();
     let request = Request {
         method: req.method().as_str(),
-        headers: &headers,
+        headers: req.headers(),
         query: req.query_string(),
         body: &body,
         from_loopback: direct_loopback(&req),
@@ -153,10 +159,12 @@ pub(super) async fn receive(
         }
     };
 
-    let kept: Vec<(String, String)> = headers
+    // Header names come lower-cased from the HTTP layer.
+    let kept: Vec<(String, String)> = req
+        .headers()
         .iter()
         .filter(|(k, _)| source.kept_headers().contains(&k.as_str()))
-        .cloned()
+        .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
         .collect();
     let (event_type, delivery_id, is_ping) = (
         parsed.event_type.clone(),
@@ -212,4 +220,36 @@ pub(super) async fn receive(
         skipped: recorded.skipped,
         duplicate: recorded.duplicate,
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+
+    /// What the sources get from a real request's header map: the first
+    /// text value of a name in any case; a value that is not text is passed
+    /// over, as when the headers were copied into pairs.
+    #[test]
+    fn the_header_map_answers_lookups_like_the_copied_pairs_did() {
+        let mut map = HeaderMap::new();
+        assert!(Headers::is_empty(&map));
+        let name = HeaderName::from_static("x-hub-signature-256");
+        map.append(
+            name.clone(),
+            HeaderValue::from_bytes(b"\xffbinary").unwrap(),
+        );
+        map.append(name.clone(), HeaderValue::from_static("sha256=first"));
+        map.append(name, HeaderValue::from_static("sha256=second"));
+        map.insert(
+            HeaderName::from_static("x-github-event"),
+            HeaderValue::from_static("push"),
+        );
+        let headers: &dyn Headers = &map;
+        assert_eq!(headers.first("X-Hub-Signature-256"), Some("sha256=first"));
+        assert_eq!(headers.first("x-github-event"), Some("push"));
+        assert_eq!(headers.first("X-GitHub-Delivery"), None);
+        assert!(!headers.is_empty());
+    }
 }

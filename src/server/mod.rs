@@ -169,9 +169,12 @@ pub(crate) fn unavailable(message: impl std::fmt::Display) -> HttpResponse {
 /// look like loopback), and a loopback `Host` (a DNS-rebinding page in a
 /// local browser names its own host).
 pub(crate) fn direct_loopback(req: &actix_web::HttpRequest) -> bool {
-    let proxied = ["forwarded", "x-forwarded-for", "x-real-ip"]
+    use actix_web::http::header::{HeaderName, FORWARDED, X_FORWARDED_FOR};
+    // Names built once: a `&str` key would be parsed (and copied) per call.
+    const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+    let proxied = [FORWARDED, X_FORWARDED_FOR, X_REAL_IP]
         .iter()
-        .any(|h| req.headers().contains_key(*h));
+        .any(|h| req.headers().contains_key(h));
     let host_ok = match req.headers().get(actix_web::http::header::HOST) {
         None => true,
         Some(h) => h.to_str().is_ok_and(is_loopback_host),

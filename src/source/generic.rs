@@ -433,7 +433,7 @@ mod tests {
         )
     }
 
-    fn get<'a>(headers: &'a [(String, String)], query: &'a str) -> Request<'a> {
+    fn get<'a>(headers: &'a dyn crate::source::Headers, query: &'a str) -> Request<'a> {
         Request {
             method: "GET",
             headers,

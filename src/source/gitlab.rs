@@ -286,7 +286,7 @@ mod tests {
             Err(AuthError::Stale { .. })
         ));
         assert_eq!(
-            s.authenticate_at(&request(&h[..2], body), 1614265330),
+            s.authenticate_at(&request(&h[..2].to_vec(), body), 1614265330),
             Err(AuthError::MissingHeader(SW_SIGNATURE.into()))
         );
         let other = source(None, Some("whsec_c2VjcmV0LWtleS1udW1iZXItdHdv"));

@@ -32,6 +32,7 @@ pub use gitlab::GitlabSource;
 pub use grafana::GrafanaSource;
 
 use std::borrow::Cow;
+use std::fmt;
 
 use crate::config::{SourceConfig, SourceKind};
 use crate::event::Event;
@@ -41,8 +42,8 @@ use crate::event::Event;
 pub struct Request<'a> {
     /// `POST`, `GET`, …
     pub method: &'a str,
-    /// Header names lower-cased, values as received.
-    pub headers: &'a [(String, String)],
+    /// The headers (in the daemon, borrowed from the HTTP request).
+    pub headers: &'a dyn Headers,
     /// The raw query string (without `?`).
     pub query: &'a str,
     /// The exact body bytes.
@@ -51,13 +52,59 @@ pub struct Request<'a> {
     pub from_loopback: bool,
 }
 
+/// A request's headers as the sources read them: looked up by name, so the
+/// daemon lends the HTTP request's own header map (no copy per request) and
+/// tests, replays and `hookd explain` lend name/value pairs.
+pub trait Headers: fmt::Debug + Sync {
+    /// The first value of header `name` (matched case-insensitively) that is
+    /// text; values that are not are passed over.
+    fn first(&self, name: &str) -> Option<&str>;
+
+    /// Whether there is no header at all.
+    fn is_empty(&self) -> bool;
+}
+
+fn first_pair<'s>(pairs: &'s [(String, String)], name: &str) -> Option<&'s str> {
+    pairs
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+impl Headers for Vec<(String, String)> {
+    fn first(&self, name: &str) -> Option<&str> {
+        first_pair(self, name)
+    }
+
+    fn is_empty(&self) -> bool {
+        <[_]>::is_empty(self)
+    }
+}
+
+impl Headers for &[(String, String)] {
+    fn first(&self, name: &str) -> Option<&str> {
+        first_pair(self, name)
+    }
+
+    fn is_empty(&self) -> bool {
+        <[_]>::is_empty(self)
+    }
+}
+
+impl<const N: usize> Headers for [(String, String); N] {
+    fn first(&self, name: &str) -> Option<&str> {
+        first_pair(self, name)
+    }
+
+    fn is_empty(&self) -> bool {
+        N == 0
+    }
+}
+
 impl Request<'_> {
     /// First value of a header, case-insensitive.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.first(name)
     }
 
     /// The first of `names` that is present with a non-blank value, and that value.
@@ -354,7 +401,7 @@ pub(crate) mod test_support {
     }
 
     /// A POST from a non-loopback sender.
-    pub(crate) fn request<'a>(headers: &'a [(String, String)], body: &'a [u8]) -> Request<'a> {
+    pub(crate) fn request<'a>(headers: &'a dyn super::Headers, body: &'a [u8]) -> Request<'a> {
         Request {
             method: "POST",
             headers,
