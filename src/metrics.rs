@@ -48,13 +48,14 @@ pub enum DeliveryOutcome {
     Duplicate,
     /// Authentication failed (401).
     Unauthorized,
-    /// The body could not be read or parsed, or the method is wrong (400, 405).
+    /// The body could not be read in time or parsed, or the method is
+    /// wrong (400, 405, 408).
     Malformed,
     /// Larger than `max_body_bytes` (413).
     TooLarge,
     /// No source of that name (404).
     UnknownSource,
-    /// The store could not take it (503).
+    /// The store could not take it, or the body budget was spent (503).
     Unavailable,
 }
 

@@ -426,3 +426,97 @@ fn hostile_ref_names_and_commit_messages_reach_steps_verbatim_and_run_nothing() 
         String::from_utf8_lossy(&found.stdout)
     );
 }
+
+/// Opens a connection to the daemon and sends a webhook's head plus
+/// `partial` bytes of its body.
+fn slow_sender(daemon: &Daemon, head_extra: &str, partial: &[u8]) -> std::net::TcpStream {
+    use std::io::Write;
+    let addr = daemon.base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("read timeout");
+    let head = format!(
+        "POST /hooks/github HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nX-GitHub-Event: push\r\n{head_extra}\r\n"
+    );
+    stream.write_all(head.as_bytes()).expect("send head");
+    stream.write_all(partial).expect("send part of the body");
+    stream
+}
+
+/// The status line and body of the answer on `stream`.
+fn answer_of(stream: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
+    let mut buf = vec![0; 4096];
+    let n = stream.read(&mut buf).expect("an answer");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// Bodies are read within `body_timeout`, and at most four times
+/// `max_body_bytes` of them at once: a slow sender gets `408`, one past the
+/// budget `503` with `Retry-After`, and nothing of either is stored.
+#[test]
+fn slow_bodies_time_out_and_too_many_at_once_are_refused() {
+    let env = Env::new("max_body_bytes: 1000\nbody_timeout: 1s\n", &[]);
+    let daemon = env.start();
+    let body = br#"{"ref": "refs/heads/main"}"#;
+
+    // Four senders that declare 1000 bytes each and send 10: the budget
+    // (4000 bytes) is spent while they wait.
+    let started = std::time::Instant::now();
+    let mut slow: Vec<_> = (0..4)
+        .map(|_| slow_sender(&daemon, "Content-Length: 1000\r\n", b"{\"ref\": \"r"))
+        .collect();
+    let refused = wait_until(Duration::from_secs(5), "the budget to be spent", || {
+        let (status, text) = daemon.request(
+            "POST",
+            "/hooks/github",
+            &github_headers("push", body, "d-busy"),
+            body,
+        );
+        (status == 503).then_some(text)
+    });
+    assert!(refused.contains("at once"), "{refused}");
+
+    // Each slow sender gets 408 once body_timeout has passed.
+    for stream in &mut slow {
+        let answer = answer_of(stream);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains("body_timeout (1s)"), "{answer}");
+    }
+    assert!(started.elapsed() >= Duration::from_secs(1));
+
+    // Their shares are back: a body without a declared length (chunked)
+    // is read and answered as usual.
+    let mut chunked = slow_sender(
+        &daemon,
+        "Transfer-Encoding: chunked\r\nX-Hub-Signature-256: sha256=00\r\n",
+        format!("{:x}\r\n", body.len()).as_bytes(),
+    );
+    {
+        use std::io::Write;
+        chunked.write_all(body).expect("chunk");
+        chunked.write_all(b"\r\n0\r\n\r\n").expect("last chunk");
+    }
+    let answer = answer_of(&mut chunked);
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    let (status, text) = daemon.request(
+        "POST",
+        "/hooks/github",
+        &github_headers("push", body, "d-after"),
+        body,
+    );
+    assert_eq!(status, 400, "{text}");
+
+    let deliveries = daemon.get_json("/api/v1/deliveries");
+    assert_eq!(
+        deliveries["deliveries"],
+        serde_json::json!([]),
+        "{deliveries}"
+    );
+    let (_, metrics) = daemon.request("GET", "/metrics", &[], b"");
+    assert!(
+        metrics.contains(r#"hookd_deliveries_total{source="github",outcome="unavailable"}"#),
+        "{metrics}"
+    );
+}

@@ -366,6 +366,9 @@ pub struct DaemonConfig {
     pub admin_token: Option<Secret>,
     /// Largest accepted request body (default 25 MiB).
     pub max_body_bytes: usize,
+    /// How long a webhook's body may take to arrive, from the end of its
+    /// headers (default 30s).
+    pub body_timeout: Duration,
     /// Runs executing at once, across all groups (default 4).
     pub max_parallel_runs: usize,
     /// Cap of one run's stored log (default 16 MiB).
@@ -400,6 +403,7 @@ struct RawDaemon {
     store: Option<Spanned<String>>,
     admin_token_file: Option<Spanned<String>>,
     max_body_bytes: Option<Spanned<u64>>,
+    body_timeout: Option<Spanned<String>>,
     max_parallel_runs: Option<Spanned<u64>>,
     max_log_bytes: Option<Spanned<u64>>,
     shutdown_grace: Option<Spanned<String>>,
@@ -528,6 +532,7 @@ impl DaemonConfig {
                 store: None,
                 admin_token_file: None,
                 max_body_bytes: None,
+                body_timeout: None,
                 max_parallel_runs: None,
                 max_log_bytes: None,
                 shutdown_grace: None,
@@ -659,6 +664,11 @@ fn validate(
         .as_ref()
         .and_then(|v| errs.duration("kill_grace", v))
         .unwrap_or(Duration::from_secs(10));
+    let body_timeout = raw
+        .body_timeout
+        .as_ref()
+        .and_then(|v| errs.duration("body_timeout", v))
+        .unwrap_or(Duration::from_secs(30));
     let mut env_passthrough = Vec::new();
     for (i, v) in raw.env_passthrough.iter().flatten().enumerate() {
         if is_env_name(&v.value) {
@@ -729,6 +739,7 @@ fn validate(
         store,
         admin_token,
         max_body_bytes: usize::try_from(max_body_bytes).unwrap_or(usize::MAX),
+        body_timeout,
         max_parallel_runs: usize::try_from(max_parallel_runs).unwrap_or(usize::MAX),
         max_log_bytes,
         shutdown_grace,
@@ -1193,6 +1204,7 @@ mod tests {
         let c = load("# nothing\n").expect("defaults");
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.max_body_bytes, 26_214_400);
+        assert_eq!(c.body_timeout, Duration::from_secs(30));
         assert_eq!(c.max_parallel_runs, 4);
         assert_eq!(c.pipelines_dir, PathBuf::from("/etc/hookd/pipelines"));
         assert!(c.sources["github"].credentials.is_empty());
@@ -1246,6 +1258,10 @@ mod tests {
             (
                 "shutdown_grace: ten minutes\n",
                 "/etc/hookd/hookd.yaml:1:17: shutdown_grace: invalid duration \"ten minutes\"",
+            ),
+            (
+                "body_timeout: 0s\n",
+                "/etc/hookd/hookd.yaml:1:15: body_timeout: duration must be greater than zero",
             ),
             (
                 "sources:\n  x: { kind: gitlub }\n",

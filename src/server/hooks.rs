@@ -3,11 +3,13 @@
 //! 202 (200 for pings and duplicates).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use serde::Serialize;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::{direct_loopback, error, unavailable};
 use crate::daemon::Shared;
@@ -52,16 +54,69 @@ impl Headers for actix_web::http::header::HeaderMap {
     }
 }
 
+/// The bytes of webhook bodies hookd receives at once, across all
+/// connections: four times `max_body_bytes`. A body that would go past it is
+/// refused with `503` and `Retry-After` at once, so many senders, or slow
+/// ones, cannot make hookd buffer without bound before authentication
+/// (which needs the whole body for an HMAC); `body_timeout` bounds how long
+/// one body holds its share.
+pub(super) struct BodyBudget {
+    units: Semaphore,
+    bytes: usize,
+}
+
+/// The budget is counted in KiB (semaphore permits are `u32` per call).
+const BUDGET_UNIT: usize = 1024;
+
+/// A body of undeclared length takes its budget share in steps this large.
+const BUDGET_STEP: usize = 64 * 1024;
+
+impl BodyBudget {
+    pub(super) fn new(max_body_bytes: usize) -> BodyBudget {
+        let bytes = max_body_bytes.saturating_mul(4);
+        let units = bytes.div_ceil(BUDGET_UNIT).clamp(1, Semaphore::MAX_PERMITS);
+        BodyBudget {
+            units: Semaphore::new(units),
+            bytes,
+        }
+    }
+
+    /// The whole budget, in bytes.
+    pub(super) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// A share of `bytes`, if that much is free now.
+    fn try_take(&self, bytes: usize) -> Option<SemaphorePermit<'_>> {
+        let units = u32::try_from(bytes.div_ceil(BUDGET_UNIT)).ok()?;
+        self.units.try_acquire_many(units).ok()
+    }
+}
+
+/// What a body may be.
+struct BodyLimits<'b> {
+    max_bytes: usize,
+    timeout: Duration,
+    budget: &'b BodyBudget,
+}
+
 enum BodyError {
     TooLarge,
     Read(String),
+    /// Not all there within `body_timeout`.
+    Timeout,
+    /// The [`BodyBudget`] is spent.
+    Busy,
 }
 
-async fn read_body(
+/// Reads the whole body within `limits`; also returns the budget share it
+/// holds (none for an empty body).
+async fn read_body<'b>(
     req: &HttpRequest,
     mut payload: web::Payload,
-    limit: usize,
-) -> Result<Vec<u8>, BodyError> {
+    limits: BodyLimits<'b>,
+) -> Result<(Vec<u8>, Option<SemaphorePermit<'b>>), BodyError> {
+    let limit = limits.max_bytes;
     let declared = req
         .headers()
         .get(actix_web::http::header::CONTENT_LENGTH)
@@ -70,15 +125,38 @@ async fn read_body(
     if declared.is_some_and(|n| n > limit) {
         return Err(BodyError::TooLarge);
     }
-    let mut body = Vec::with_capacity(declared.unwrap_or(0).min(limit));
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| BodyError::Read(e.to_string()))?;
-        if body.len() + chunk.len() > limit {
-            return Err(BodyError::TooLarge);
-        }
-        body.extend_from_slice(&chunk);
+    let mut held = 0;
+    let mut share = None;
+    if let Some(n) = declared.filter(|n| *n > 0) {
+        share = Some(limits.budget.try_take(n).ok_or(BodyError::Busy)?);
+        held = n;
     }
-    Ok(body)
+    let read = async {
+        let mut body = Vec::with_capacity(declared.unwrap_or(0).min(limit));
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|e| BodyError::Read(e.to_string()))?;
+            let len = body.len() + chunk.len();
+            if len > limit {
+                return Err(BodyError::TooLarge);
+            }
+            if len > held {
+                // More than declared, or no length declared: take more.
+                let more = (len - held).max(BUDGET_STEP).min(limit - held);
+                let taken = limits.budget.try_take(more).ok_or(BodyError::Busy)?;
+                match &mut share {
+                    Some(s) => s.merge(taken),
+                    None => share = Some(taken),
+                }
+                held += more;
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    };
+    let body = tokio::time::timeout(limits.timeout, read)
+        .await
+        .map_err(|_| BodyError::Timeout)??;
+    Ok((body, share))
 }
 
 /// `/hooks/{source}` for a name no source has.
@@ -96,6 +174,7 @@ pub(super) async fn receive(
     req: HttpRequest,
     payload: web::Payload,
     source_name: Arc<str>,
+    budget: Arc<BodyBudget>,
     shared: web::Data<Shared>,
 ) -> HttpResponse {
     let source_name = &*source_name;
@@ -120,7 +199,14 @@ pub(super) async fn receive(
                 )
             }));
     }
-    let body = match read_body(&req, payload, shared.config.max_body_bytes).await {
+    // The budget share is held until the delivery is answered: the body
+    // stays in memory until then.
+    let limits = BodyLimits {
+        max_bytes: shared.config.max_body_bytes,
+        timeout: shared.config.body_timeout,
+        budget: &budget,
+    };
+    let (body, _budget_share) = match read_body(&req, payload, limits).await {
         Ok(b) => b,
         Err(BodyError::TooLarge) => {
             count(Outcome::TooLarge);
@@ -136,6 +222,27 @@ pub(super) async fn receive(
         Err(BodyError::Read(e)) => {
             count(Outcome::Malformed);
             return error(StatusCode::BAD_REQUEST, format!("cannot read body: {e}"));
+        }
+        Err(BodyError::Timeout) => {
+            count(Outcome::Malformed);
+            let limit = humantime::format_duration(shared.config.body_timeout);
+            tracing::warn!(source = %source_name, peer = ?req.peer_addr(), %limit, "refused webhook: body too slow");
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the body did not arrive within body_timeout ({limit})"),
+            );
+        }
+        Err(BodyError::Busy) => {
+            count(Outcome::Unavailable);
+            tracing::warn!(source = %source_name, peer = ?req.peer_addr(), budget = budget.bytes(), "refused webhook: too many bodies being received at once");
+            return HttpResponse::ServiceUnavailable()
+                .insert_header(("Retry-After", "1"))
+                .json(serde_json::json!({
+                    "error": format!(
+                        "hookd is receiving {} bytes of other bodies at once; retry",
+                        budget.bytes()
+                    )
+                }));
         }
     };
     let request = Request {

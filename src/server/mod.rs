@@ -37,15 +37,17 @@ pub fn bind(shared: Arc<Shared>) -> std::io::Result<Bound> {
     // intake's own work at full load); the sources never change while the
     // server runs.
     let sources: Arc<[String]> = shared.sources.keys().cloned().collect();
+    let budget = Arc::new(hooks::BodyBudget::new(shared.config.max_body_bytes));
     let data = web::Data::from(shared);
     let server = HttpServer::new(move || {
         let sources = Arc::clone(&sources);
+        let budget = Arc::clone(&budget);
         App::new()
             .app_data(data.clone())
             .app_data(extractor_errors::path())
             .app_data(extractor_errors::query())
             .app_data(extractor_errors::form())
-            .configure(move |cfg| routes(cfg, &sources))
+            .configure(move |cfg| routes(cfg, &sources, &budget))
     })
     .disable_signals()
     .shutdown_timeout(5)
@@ -57,13 +59,14 @@ pub fn bind(shared: Arc<Shared>) -> std::io::Result<Bound> {
     })
 }
 
-fn routes(cfg: &mut web::ServiceConfig, sources: &[String]) {
+fn routes(cfg: &mut web::ServiceConfig, sources: &[String], budget: &Arc<hooks::BodyBudget>) {
     for name in sources {
         let name: Arc<str> = Arc::from(name.as_str());
+        let budget = Arc::clone(budget);
         cfg.route(
             &format!("/hooks/{name}"),
             web::route().to(move |req, payload, shared| {
-                hooks::receive(req, payload, Arc::clone(&name), shared)
+                hooks::receive(req, payload, Arc::clone(&name), Arc::clone(&budget), shared)
             }),
         );
     }
