@@ -2161,7 +2161,7 @@ mod tests {
             let deadline = Instant::now() + Duration::from_secs(15);
             while TcpStream::connect(("127.0.0.1", port)).is_err() {
                 assert!(Instant::now() < deadline, "git daemon did not start");
-                std::thread::sleep(Duration::from_millis(1100));
+                std::thread::sleep(Duration::from_millis(50));
             }
             daemon
         }
