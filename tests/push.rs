@@ -453,30 +453,46 @@ fn answer_of(stream: &mut std::net::TcpStream) -> String {
 }
 
 /// Bodies are read within `body_timeout`, and at most four times
-/// `max_body_bytes` of them at once: a slow sender gets `408`, one past the
-/// budget `503` with `Retry-After`, and nothing of either is stored.
+/// `max_body_bytes` of them are held at once, counted as the bytes arrive:
+/// a slow sender gets `408`, one past the budget `503` with `Retry-After`,
+/// and nothing of either is stored. Declared lengths alone spend nothing.
 #[test]
 fn slow_bodies_time_out_and_too_many_at_once_are_refused() {
     let env = Env::new("max_body_bytes: 1000\nbody_timeout: 1s\n", &[]);
     let daemon = env.start();
-    let body = br#"{"ref": "refs/heads/main"}"#;
-
-    // Four senders that declare 1000 bytes each and send 10: the budget
-    // (4000 bytes) is spent while they wait.
-    let started = std::time::Instant::now();
-    let mut slow: Vec<_> = (0..4)
-        .map(|_| slow_sender(&daemon, "Content-Length: 1000\r\n", b"{\"ref\": \"r"))
-        .collect();
-    let refused = wait_until(Duration::from_secs(5), "the budget to be spent", || {
-        let (status, text) = daemon.request(
+    let body = format!("{{\"ref\": \"refs/heads/main\"{}}}", " ".repeat(80));
+    let body = body.as_bytes();
+    let push = |id: &str| {
+        daemon.request(
             "POST",
             "/hooks/github",
-            &github_headers("push", body, "d-busy"),
+            &github_headers("push", body, id),
             body,
-        );
+        )
+    };
+
+    // Headers that declare the largest body, and no body: they cost a
+    // sender nothing, so they hold no budget.
+    let started = std::time::Instant::now();
+    let mut slow: Vec<_> = (0..4)
+        .map(|_| slow_sender(&daemon, "Content-Length: 1000\r\n", b""))
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let (status, text) = push("d-idle");
+    assert_eq!(
+        status, 400,
+        "idle senders must not block deliveries: {text}"
+    );
+
+    // Four senders that send 990 of their 1000 bytes: 3,960 of the 4,000
+    // bytes are held while they wait, and a 100-byte body does not fit.
+    let partial = vec![b' '; 990];
+    slow.extend((0..4).map(|_| slow_sender(&daemon, "Content-Length: 1000\r\n", &partial)));
+    let refused = wait_until(Duration::from_secs(5), "the budget to be spent", || {
+        let (status, text) = push("d-busy");
         (status == 503).then_some(text)
     });
-    assert!(refused.contains("at once"), "{refused}");
+    assert!(refused.contains("at once are spent"), "{refused}");
 
     // Each slow sender gets 408 once body_timeout has passed.
     for stream in &mut slow {
@@ -500,12 +516,7 @@ fn slow_bodies_time_out_and_too_many_at_once_are_refused() {
     }
     let answer = answer_of(&mut chunked);
     assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
-    let (status, text) = daemon.request(
-        "POST",
-        "/hooks/github",
-        &github_headers("push", body, "d-after"),
-        body,
-    );
+    let (status, text) = push("d-after");
     assert_eq!(status, 400, "{text}");
 
     let deliveries = daemon.get_json("/api/v1/deliveries");

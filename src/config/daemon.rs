@@ -367,7 +367,7 @@ pub struct DaemonConfig {
     /// Largest accepted request body (default 25 MiB).
     pub max_body_bytes: usize,
     /// How long a webhook's body may take to arrive, from the end of its
-    /// headers (default 30s).
+    /// headers (default 10s, what GitHub and GitLab wait for an answer).
     pub body_timeout: Duration,
     /// Runs executing at once, across all groups (default 4).
     pub max_parallel_runs: usize,
@@ -668,7 +668,7 @@ fn validate(
         .body_timeout
         .as_ref()
         .and_then(|v| errs.duration("body_timeout", v))
-        .unwrap_or(Duration::from_secs(30));
+        .unwrap_or(Duration::from_secs(10));
     let mut env_passthrough = Vec::new();
     for (i, v) in raw.env_passthrough.iter().flatten().enumerate() {
         if is_env_name(&v.value) {
@@ -1204,7 +1204,7 @@ mod tests {
         let c = load("# nothing\n").expect("defaults");
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.max_body_bytes, 26_214_400);
-        assert_eq!(c.body_timeout, Duration::from_secs(30));
+        assert_eq!(c.body_timeout, Duration::from_secs(10));
         assert_eq!(c.max_parallel_runs, 4);
         assert_eq!(c.pipelines_dir, PathBuf::from("/etc/hookd/pipelines"));
         assert!(c.sources["github"].credentials.is_empty());

@@ -54,44 +54,45 @@ impl Headers for actix_web::http::header::HeaderMap {
     }
 }
 
-/// The bytes of webhook bodies hookd receives at once, across all
-/// connections: four times `max_body_bytes`. A body that would go past it is
-/// refused with `503` and `Retry-After` at once, so many senders, or slow
-/// ones, cannot make hookd buffer without bound before authentication
+/// The bytes of webhook bodies held in memory at once, across all
+/// connections: four times `max_body_bytes`. A request is charged for the
+/// bytes it has actually sent (not for the length it declares: headers
+/// alone, which cost a sender nothing, must not be able to spend it), as
+/// they arrive, until it is answered. A chunk that would go past the budget
+/// gets the request a `503` with `Retry-After` at once, so many senders, or
+/// slow ones, cannot make hookd buffer without bound before authentication
 /// (which needs the whole body for an HMAC); `body_timeout` bounds how long
 /// one body holds its share.
 pub(super) struct BodyBudget {
-    units: Semaphore,
-    bytes: usize,
+    bytes: Semaphore,
+    total: usize,
 }
-
-/// The budget is counted in KiB (semaphore permits are `u32` per call).
-const BUDGET_UNIT: usize = 1024;
-
-/// A body of undeclared length takes its budget share in steps this large.
-const BUDGET_STEP: usize = 64 * 1024;
 
 impl BodyBudget {
     pub(super) fn new(max_body_bytes: usize) -> BodyBudget {
-        let bytes = max_body_bytes.saturating_mul(4);
-        let units = bytes.div_ceil(BUDGET_UNIT).clamp(1, Semaphore::MAX_PERMITS);
+        let total = max_body_bytes
+            .saturating_mul(4)
+            .clamp(1, Semaphore::MAX_PERMITS);
         BodyBudget {
-            units: Semaphore::new(units),
-            bytes,
+            bytes: Semaphore::new(total),
+            total,
         }
     }
 
     /// The whole budget, in bytes.
     pub(super) fn bytes(&self) -> usize {
-        self.bytes
+        self.total
     }
 
     /// A share of `bytes`, if that much is free now.
     fn try_take(&self, bytes: usize) -> Option<SemaphorePermit<'_>> {
-        let units = u32::try_from(bytes.div_ceil(BUDGET_UNIT)).ok()?;
-        self.units.try_acquire_many(units).ok()
+        self.bytes.try_acquire_many(u32::try_from(bytes).ok()?).ok()
     }
 }
+
+/// What a body's buffer starts with when its length is declared: a larger
+/// declared length grows it as the bytes come.
+const BODY_CAPACITY: usize = 64 * 1024;
 
 /// What a body may be.
 struct BodyLimits<'b> {
@@ -125,29 +126,18 @@ async fn read_body<'b>(
     if declared.is_some_and(|n| n > limit) {
         return Err(BodyError::TooLarge);
     }
-    let mut held = 0;
-    let mut share = None;
-    if let Some(n) = declared.filter(|n| *n > 0) {
-        share = Some(limits.budget.try_take(n).ok_or(BodyError::Busy)?);
-        held = n;
-    }
+    let mut share: Option<SemaphorePermit<'b>> = None;
     let read = async {
-        let mut body = Vec::with_capacity(declared.unwrap_or(0).min(limit));
+        let mut body = Vec::with_capacity(declared.unwrap_or(0).min(limit).min(BODY_CAPACITY));
         while let Some(chunk) = payload.next().await {
             let chunk = chunk.map_err(|e| BodyError::Read(e.to_string()))?;
-            let len = body.len() + chunk.len();
-            if len > limit {
+            if body.len() + chunk.len() > limit {
                 return Err(BodyError::TooLarge);
             }
-            if len > held {
-                // More than declared, or no length declared: take more.
-                let more = (len - held).max(BUDGET_STEP).min(limit - held);
-                let taken = limits.budget.try_take(more).ok_or(BodyError::Busy)?;
-                match &mut share {
-                    Some(s) => s.merge(taken),
-                    None => share = Some(taken),
-                }
-                held += more;
+            let taken = limits.budget.try_take(chunk.len()).ok_or(BodyError::Busy)?;
+            match &mut share {
+                Some(s) => s.merge(taken),
+                None => share = Some(taken),
             }
             body.extend_from_slice(&chunk);
         }
@@ -239,7 +229,7 @@ pub(super) async fn receive(
                 .insert_header(("Retry-After", "1"))
                 .json(serde_json::json!({
                     "error": format!(
-                        "hookd is receiving {} bytes of other bodies at once; retry",
+                        "the {} bytes hookd holds of bodies being received at once are spent; retry",
                         budget.bytes()
                     )
                 }));
