@@ -1327,6 +1327,66 @@ fn hides_changes(repo: &Repository) -> bool {
     })
 }
 
+/// Removes the symlinks a step left where the index has a directory (a
+/// tracked `modules/` replaced by a link to a shared directory, say).
+/// libgit2's checkout follows them: it would write and delete the files of
+/// that directory in the place the link points at, outside the tree. Each
+/// link itself is unlinked (never what it points at); the checkout then
+/// makes the directory again.
+///
+/// One `lstat` per directory of the index: entries are sorted by path, so
+/// only the components past the part an entry's directory shares with the
+/// previous entry's are new.
+fn unlink_symlinked_dirs(repo: &Repository, tree: &Path) -> Result<(), WorkspaceError> {
+    let Ok(index) = repo.index() else {
+        // Nothing known to be a directory; the checkout reports a broken index.
+        return Ok(());
+    };
+    let mut previous: Vec<u8> = Vec::new();
+    for entry in index.iter() {
+        let path = entry.path.as_slice();
+        let dir = match path.iter().rposition(|&b| b == b'/') {
+            Some(end) => &path[..end],
+            None => &path[..0],
+        };
+        if dir == previous.as_slice() {
+            continue;
+        }
+        // The directories of `dir` that the previous one did not have.
+        let shared = dir
+            .iter()
+            .zip(&previous)
+            .take_while(|(a, b)| a == b)
+            .count();
+        let mut ends: Vec<usize> = dir
+            .iter()
+            .enumerate()
+            .filter(|&(i, &b)| b == b'/' && i >= shared)
+            .map(|(i, _)| i)
+            .collect();
+        ends.push(dir.len());
+        for end in ends.into_iter().filter(|&end| end > 0) {
+            let path = repo_relative(tree, &dir[..end]);
+            match fs::symlink_metadata(&path) {
+                Ok(meta) if meta.file_type().is_symlink() => {
+                    fs::remove_file(&path).map_err(|source| WorkspaceError::Io {
+                        action: "removing a symlink in place of a tracked directory",
+                        path: path.clone(),
+                        source,
+                    })?;
+                    tracing::info!(path = %path.display(), "removed a symlink in place of a tracked directory before checkout");
+                    // What was under it is gone with it.
+                    break;
+                }
+                _ => {}
+            }
+        }
+        previous.clear();
+        previous.extend_from_slice(dir);
+    }
+    Ok(())
+}
+
 /// Forced checkout that leaves untracked and ignored files alone (libgit2's
 /// `remove_untracked` would also delete ignored files inside untracked directories).
 fn forced_checkout() -> CheckoutBuilder<'static> {
@@ -1467,6 +1527,9 @@ fn checkout_job(job: CheckoutJob) -> Result<(), WorkspaceError> {
         && !hides_changes(&repo)
         && status_is_empty(&repo, ctx, tree, job.commit)?;
     let clean = at_commit || {
+        if !job.fresh {
+            unlink_symlinked_dirs(&repo, tree)?;
+        }
         repo.checkout_tree(commit.as_object(), Some(&mut forced_checkout()))
             .map_err(|e| git("checking out", e))?;
         if !head_at_commit {
@@ -2638,6 +2701,60 @@ mod tests {
             assert_eq!(status(&tree), "");
         }
         assert_eq!(read(&tree, ".terraform/plugins/p"), "plugin");
+    }
+
+    /// A tracked directory a step replaced with a symlink to a directory
+    /// outside the tree: the next checkout neither writes nor deletes files
+    /// there (libgit2 would follow the link), and the directory comes back.
+    #[cfg(unix)]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn persistent_mode_never_checks_out_through_a_symlinked_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = init_repo(tmp.path(), "infra");
+        write(&src, "d/f", "v1\n");
+        write(&src, "d/old", "old\n");
+        write(&src, "m/sub/h", "h1\n");
+        write(&src, "main.tf", "m1\n");
+        let c1 = commit_all(&src, "one");
+        fs::remove_file(src.join("d/old")).unwrap();
+        write(&src, "d/f", "v2\n");
+        write(&src, "m/sub/h", "h2\n");
+        let c2 = commit_all(&src, "two");
+        let ws = Workspaces::new(&tmp.path().join("data"), 2);
+        let repo = spec(&file_url(&src));
+        let tree = prepare_tf(&ws, &repo, &c1, 1).await.path;
+
+        // Outside directories laid out like the ones they replace.
+        let shared = tmp.path().join("shared");
+        write(&shared, "f", "outside f\n");
+        write(&shared, "old", "outside old\n");
+        let nested = tmp.path().join("nested");
+        write(&nested, "h", "outside h\n");
+        fs::remove_dir_all(tree.join("d")).unwrap();
+        std::os::unix::fs::symlink(&shared, tree.join("d")).unwrap();
+        fs::remove_dir_all(tree.join("m/sub")).unwrap();
+        std::os::unix::fs::symlink(&nested, tree.join("m/sub")).unwrap();
+
+        // The next push: d/f and m/sub/h change, d/old is deleted.
+        prepare_tf(&ws, &repo, &c2, 2).await;
+        assert_eq!(read(&shared, "f"), "outside f\n");
+        assert_eq!(read(&shared, "old"), "outside old\n");
+        assert_eq!(read(&nested, "h"), "outside h\n");
+        for dir in ["d", "m/sub"] {
+            assert!(fs::symlink_metadata(tree.join(dir)).unwrap().is_dir(), "{dir}");
+        }
+        assert_eq!(read(&tree, "d/f"), "v2\n");
+        assert_eq!(read(&tree, "m/sub/h"), "h2\n");
+        assert!(!tree.join("d/old").exists());
+        assert_eq!(status(&tree), "");
+
+        // The same commit again, after the same replacement.
+        fs::remove_dir_all(tree.join("d")).unwrap();
+        std::os::unix::fs::symlink(&shared, tree.join("d")).unwrap();
+        prepare_tf(&ws, &repo, &c2, 3).await;
+        assert_eq!(read(&shared, "f"), "outside f\n");
+        assert_eq!(read(&tree, "d/f"), "v2\n");
+        assert_eq!(status(&tree), "");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
