@@ -1403,6 +1403,22 @@ fn repo_relative(tree: &Path, rel: &[u8]) -> PathBuf {
     tree.join(rel)
 }
 
+/// Removes what is at `path`: a directory with its contents, anything else
+/// (a symlink too: never what it points at) by itself; nothing there is fine.
+fn remove_entry(path: &Path, action: &'static str) -> Result<(), WorkspaceError> {
+    let removed = match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    };
+    removed.map_err(|source| WorkspaceError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 /// `git clean -fd` without `-x`: removes untracked files and directories (nested
 /// repositories included), keeps ignored ones, then prunes directories left empty.
 fn remove_untracked(
@@ -1424,17 +1440,7 @@ fn remove_untracked(
         .filter(|e| e.status().contains(git2::Status::WT_NEW))
     {
         let path = repo_relative(tree, entry.path_bytes());
-        let removed = match fs::symlink_metadata(&path) {
-            Ok(meta) if meta.is_dir() => fs::remove_dir_all(&path),
-            Ok(_) => fs::remove_file(&path),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e),
-        };
-        removed.map_err(|source| WorkspaceError::Io {
-            action: "removing untracked",
-            path: path.clone(),
-            source,
-        })?;
+        remove_entry(&path, "removing untracked")?;
         // Prune parents that are now empty (fails harmlessly on non-empty ones).
         let mut dir = path.parent();
         while let Some(d) = dir.filter(|d| *d != tree && d.starts_with(tree)) {
@@ -1605,18 +1611,10 @@ fn rewrite_stale_files(
     let mut co = forced_checkout();
     co.disable_pathspec_match(true);
     for rel in &stale {
-        let path = repo_relative(tree, rel);
-        let removed = match fs::symlink_metadata(&path) {
-            Ok(meta) if meta.is_dir() => fs::remove_dir_all(&path),
-            Ok(_) => fs::remove_file(&path),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e),
-        };
-        removed.map_err(|source| WorkspaceError::Io {
-            action: "removing a changed file to write it again",
-            path: path.clone(),
-            source,
-        })?;
+        remove_entry(
+            &repo_relative(tree, rel),
+            "removing a changed file to write it again",
+        )?;
         co.path(rel.as_slice());
     }
     repo.checkout_head(Some(&mut co))
@@ -2558,6 +2556,22 @@ mod tests {
         .unwrap()
     }
 
+    /// A source repository with `files` committed once, and workspaces
+    /// under the same temp dir: (temp dir, source, workspaces, spec, commit).
+    fn tf_fixture(
+        files: &[(&str, &str)],
+    ) -> (tempfile::TempDir, PathBuf, Workspaces, RepoSpec, String) {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = init_repo(tmp.path(), "infra");
+        for (rel, content) in files {
+            write(&src, rel, content);
+        }
+        let c1 = commit_all(&src, "one");
+        let ws = Workspaces::new(&tmp.path().join("data"), 2);
+        let repo = spec(&file_url(&src));
+        (tmp, src, ws, repo, c1)
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn persistent_mode_resets_and_keeps_ignored_files() {
         let tmp = tempfile::tempdir().unwrap();
@@ -2663,14 +2677,11 @@ mod tests {
     /// the persistent tree does not fail every later run as not clean.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn persistent_mode_rewrites_files_checkout_takes_for_unchanged() {
-        let tmp = tempfile::tempdir().unwrap();
-        let src = init_repo(tmp.path(), "infra");
-        write(&src, ".gitignore", ".terraform/\n");
-        write(&src, "main.tf", "v1\n");
-        write(&src, "vars.tf", "vars\n");
-        let c1 = commit_all(&src, "one");
-        let ws = Workspaces::new(&tmp.path().join("data"), 2);
-        let repo = spec(&file_url(&src));
+        let (_tmp, _src, ws, repo, c1) = tf_fixture(&[
+            (".gitignore", ".terraform/\n"),
+            ("main.tf", "v1\n"),
+            ("vars.tf", "vars\n"),
+        ]);
         let tree = prepare_tf(&ws, &repo, &c1, 1).await.path;
         write(&tree, ".terraform/plugins/p", "plugin");
 
@@ -2709,19 +2720,16 @@ mod tests {
     #[cfg(unix)]
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn persistent_mode_never_checks_out_through_a_symlinked_directory() {
-        let tmp = tempfile::tempdir().unwrap();
-        let src = init_repo(tmp.path(), "infra");
-        write(&src, "d/f", "v1\n");
-        write(&src, "d/old", "old\n");
-        write(&src, "m/sub/h", "h1\n");
-        write(&src, "main.tf", "m1\n");
-        let c1 = commit_all(&src, "one");
+        let (tmp, src, ws, repo, c1) = tf_fixture(&[
+            ("d/f", "v1\n"),
+            ("d/old", "old\n"),
+            ("m/sub/h", "h1\n"),
+            ("main.tf", "m1\n"),
+        ]);
         fs::remove_file(src.join("d/old")).unwrap();
         write(&src, "d/f", "v2\n");
         write(&src, "m/sub/h", "h2\n");
         let c2 = commit_all(&src, "two");
-        let ws = Workspaces::new(&tmp.path().join("data"), 2);
-        let repo = spec(&file_url(&src));
         let tree = prepare_tf(&ws, &repo, &c1, 1).await.path;
 
         // Outside directories laid out like the ones they replace.
@@ -2741,7 +2749,10 @@ mod tests {
         assert_eq!(read(&shared, "old"), "outside old\n");
         assert_eq!(read(&nested, "h"), "outside h\n");
         for dir in ["d", "m/sub"] {
-            assert!(fs::symlink_metadata(tree.join(dir)).unwrap().is_dir(), "{dir}");
+            assert!(
+                fs::symlink_metadata(tree.join(dir)).unwrap().is_dir(),
+                "{dir}"
+            );
         }
         assert_eq!(read(&tree, "d/f"), "v2\n");
         assert_eq!(read(&tree, "m/sub/h"), "h2\n");
