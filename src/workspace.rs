@@ -1247,11 +1247,17 @@ fn remove_dir_if_exists(path: &Path, action: &'static str) -> Result<(), Workspa
 fn open_tree_repo(job: &CheckoutJob) -> Result<Repository, WorkspaceError> {
     let ctx = &job.ctx;
     let tree = &job.tree;
+    // A tree whose `core.worktree` a step pointed elsewhere would have the
+    // checkout write, and the clean-up judge, another directory.
     let usable = tree.join(".git").is_dir()
-        && Repository::open(tree).is_ok_and(|r| !r.is_bare() && r.workdir().is_some());
+        && Repository::open(tree).is_ok_and(|r| {
+            !r.is_bare()
+                && r.workdir()
+                    .is_some_and(|w| fs::canonicalize(w).ok() == fs::canonicalize(tree).ok())
+        });
     if !usable {
         if tree.exists() {
-            warn!(tree = %tree.display(), "working tree is not a git checkout, recreating it");
+            warn!(tree = %tree.display(), "working tree is not a git checkout of its own directory (or a step moved its core.worktree), recreating it");
             remove_dir_if_exists(tree, "removing unusable working tree")?;
         }
         let mut opts = RepositoryInitOptions::new();
@@ -2765,6 +2771,27 @@ mod tests {
         prepare_tf(&ws, &repo, &c2, 3).await;
         assert_eq!(read(&shared, "f"), "outside f\n");
         assert_eq!(read(&tree, "d/f"), "v2\n");
+        assert_eq!(status(&tree), "");
+    }
+
+    /// A step that pointed the tree's `core.worktree` elsewhere: the next
+    /// checkout neither writes nor cleans there; the tree is made anew.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn persistent_mode_ignores_a_worktree_moved_by_a_step() {
+        let (tmp, _src, ws, repo, c1) = tf_fixture(&[("main.tf", "m1\n")]);
+        let tree = prepare_tf(&ws, &repo, &c1, 1).await.path;
+        let elsewhere = tmp.path().join("elsewhere");
+        write(&elsewhere, "keep.txt", "mine\n");
+        git(
+            &tree,
+            &["config", "core.worktree", elsewhere.to_str().unwrap()],
+        );
+        write(&tree, "main.tf", "changed by the step\n");
+
+        prepare_tf(&ws, &repo, &c1, 2).await;
+        assert_eq!(read(&elsewhere, "keep.txt"), "mine\n");
+        assert!(!elsewhere.join("main.tf").exists());
+        assert_eq!(read(&tree, "main.tf"), "m1\n");
         assert_eq!(status(&tree), "");
     }
 
