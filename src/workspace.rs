@@ -1293,7 +1293,56 @@ fn open_tree_repo(job: &CheckoutJob) -> Result<Repository, WorkspaceError> {
         })?;
     }
     // Opened after writing alternates so the object database sees the mirror.
-    Repository::open(tree).map_err(|e| ctx.git_err("opening working tree", tree, &e))
+    let open = || Repository::open(tree).map_err(|e| ctx.git_err("opening working tree", tree, &e));
+    let repo = open()?;
+    let pinned = pin_checkout_config(&repo)
+        .map_err(|e| ctx.git_err("pinning the checkout settings of", tree, &e))?;
+    if pinned {
+        // A fresh handle: libgit2 caches these settings per repository.
+        drop(repo);
+        return open();
+    }
+    Ok(repo)
+}
+
+/// Settings that decide what a checkout writes and what status notices,
+/// with the values a tree must have to be exactly its commit: a step (or
+/// the service user's global git config) that turned off file modes or
+/// change times would hide changes from the reset, and line-ending
+/// conversion would write other bytes than the commit's. An unset key
+/// already has the wanted value (libgit2's defaults on Linux).
+const PINNED_CONFIG: [(&str, bool); 5] = [
+    ("core.filemode", true),
+    ("core.trustctime", true),
+    ("core.symlinks", true),
+    ("core.ignorecase", false),
+    ("core.autocrlf", false),
+];
+
+/// Writes [`PINNED_CONFIG`] into the tree's own config where the effective
+/// value differs (only then: a config write is a lock file); `true` when
+/// something was written.
+fn pin_checkout_config(repo: &Repository) -> Result<bool, git2::Error> {
+    let mut config = repo.config()?;
+    let effective = config.snapshot()?;
+    let mut local = None;
+    for (key, want) in PINNED_CONFIG {
+        // `core.autocrlf` may also be `input`, which is not a boolean.
+        let is = match effective.get_bool(key) {
+            Ok(value) => value,
+            Err(e) if e.code() == git2::ErrorCode::NotFound => want,
+            Err(_) => !want,
+        };
+        if is != want {
+            if local.is_none() {
+                local = Some(config.open_level(git2::ConfigLevel::Local)?);
+            }
+            if let Some(local) = local.as_mut() {
+                local.set_bool(key, want)?;
+            }
+        }
+    }
+    Ok(local.is_some())
 }
 
 /// Reads objects from the mirrors without hashing each one again, as the git
@@ -2709,15 +2758,50 @@ mod tests {
         assert_eq!(status(&tree), "");
 
         // A step switched line-ending conversion on and left a CRLF copy
-        // of a file: it is written as the conversion wants it, every run.
+        // of a file: the conversion is switched off again and the file is
+        // the commit's, every run.
         git(&tree, &["config", "core.autocrlf", "true"]);
         write(&tree, "vars.tf", "vars\r\n");
         for run in [3, 4] {
             prepare_tf(&ws, &repo, &c1, run).await;
-            assert_eq!(read(&tree, "vars.tf"), "vars\r\n");
+            assert_eq!(read(&tree, "vars.tf"), "vars\n");
             assert_eq!(status(&tree), "");
         }
+        assert_eq!(git(&tree, &["config", "core.autocrlf"]), "false");
         assert_eq!(read(&tree, ".terraform/plugins/p"), "plugin");
+    }
+
+    /// A step that switched off file modes (or change times) in the tree's
+    /// config would hide its changes from the reset: the settings are
+    /// pinned again and the change is undone.
+    #[cfg(unix)]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn persistent_mode_pins_the_settings_that_decide_what_a_reset_sees() {
+        use std::os::unix::fs::PermissionsExt;
+        let (_tmp, _src, ws, repo, c1) = tf_fixture(&[("main.tf", "m1\n")]);
+        let tree = prepare_tf(&ws, &repo, &c1, 1).await.path;
+        let config = tree.join(".git/config");
+        let mtime = fs::metadata(&config).unwrap().modified().unwrap();
+        prepare_tf(&ws, &repo, &c1, 2).await;
+        assert_eq!(
+            fs::metadata(&config).unwrap().modified().unwrap(),
+            mtime,
+            "a config already as wanted is not written again"
+        );
+
+        git(&tree, &["config", "core.filemode", "false"]);
+        git(&tree, &["config", "core.trustctime", "false"]);
+        fs::set_permissions(tree.join("main.tf"), fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(status(&tree), "", "the mode change is hidden");
+        prepare_tf(&ws, &repo, &c1, 3).await;
+        let mode = fs::metadata(tree.join("main.tf"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o111, 0, "{mode:o}");
+        assert_eq!(git(&tree, &["config", "core.filemode"]), "true");
+        assert_eq!(git(&tree, &["config", "core.trustctime"]), "true");
+        assert_eq!(status(&tree), "");
     }
 
     /// A tracked directory a step replaced with a symlink to a directory
