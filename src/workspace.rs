@@ -1407,20 +1407,18 @@ fn unlink_symlinked_dirs(repo: &Repository, tree: &Path) -> Result<(), Workspace
         if dir == previous.as_slice() {
             continue;
         }
-        // The directories of `dir` that the previous one did not have.
+        // The directories of `dir` that the previous one did not have: each
+        // ends at a `/` past the shared part, or at the end.
         let shared = dir
             .iter()
             .zip(&previous)
             .take_while(|(a, b)| a == b)
             .count();
-        let mut ends: Vec<usize> = dir
-            .iter()
-            .enumerate()
-            .filter(|&(i, &b)| b == b'/' && i >= shared)
-            .map(|(i, _)| i)
-            .collect();
-        ends.push(dir.len());
-        for end in ends.into_iter().filter(|&end| end > 0) {
+        let ends = (shared..dir.len())
+            .filter(|&i| dir[i] == b'/')
+            .chain([dir.len()])
+            .filter(|&end| end > 0);
+        for end in ends {
             let path = repo_relative(tree, &dir[..end]);
             match fs::symlink_metadata(&path) {
                 Ok(meta) if meta.file_type().is_symlink() => {
@@ -1474,6 +1472,26 @@ fn remove_entry(path: &Path, action: &'static str) -> Result<(), WorkspaceError>
     })
 }
 
+/// One status scan of the tree, submodules left out: tracked changes, and
+/// untracked files (ignored ones never) when `untracked`. `action` names it
+/// in an error.
+fn scan<'r>(
+    repo: &'r Repository,
+    ctx: &FetchCtx,
+    tree: &Path,
+    commit: Oid,
+    untracked: bool,
+    action: &str,
+) -> Result<git2::Statuses<'r>, WorkspaceError> {
+    let mut opts = StatusOptions::new();
+    opts.include_untracked(untracked)
+        .recurse_untracked_dirs(untracked)
+        .include_ignored(false)
+        .exclude_submodules(true);
+    repo.statuses(Some(&mut opts))
+        .map_err(|e| ctx.git_err(format!("{action} at {commit}"), tree, &e))
+}
+
 /// `git clean -fd` without `-x`: removes untracked files and directories (nested
 /// repositories included), keeps ignored ones, then prunes directories left empty.
 fn remove_untracked(
@@ -1482,14 +1500,7 @@ fn remove_untracked(
     tree: &Path,
     commit: Oid,
 ) -> Result<(), WorkspaceError> {
-    let mut opts = StatusOptions::new();
-    opts.include_untracked(true)
-        .recurse_untracked_dirs(true)
-        .include_ignored(false)
-        .exclude_submodules(true);
-    let statuses = repo
-        .statuses(Some(&mut opts))
-        .map_err(|e| ctx.git_err(format!("listing untracked files at {commit}"), tree, &e))?;
+    let statuses = scan(repo, ctx, tree, commit, true, "listing untracked files")?;
     for entry in statuses
         .iter()
         .filter(|e| e.status().contains(git2::Status::WT_NEW))
@@ -1516,14 +1527,7 @@ fn status_is_empty(
     tree: &Path,
     commit: Oid,
 ) -> Result<bool, WorkspaceError> {
-    let mut opts = StatusOptions::new();
-    opts.include_untracked(true)
-        .recurse_untracked_dirs(true)
-        .include_ignored(false)
-        .exclude_submodules(true);
-    let statuses = repo
-        .statuses(Some(&mut opts))
-        .map_err(|e| ctx.git_err(format!("reading status at {commit}"), tree, &e))?;
+    let statuses = scan(repo, ctx, tree, commit, true, "reading status")?;
     Ok(statuses.is_empty())
 }
 
@@ -1647,11 +1651,7 @@ fn rewrite_stale_files(
     tree: &Path,
     commit: Oid,
 ) -> Result<(), WorkspaceError> {
-    let mut opts = StatusOptions::new();
-    opts.include_untracked(false).exclude_submodules(true);
-    let statuses = repo
-        .statuses(Some(&mut opts))
-        .map_err(|e| ctx.git_err(format!("reading status at {commit}"), tree, &e))?;
+    let statuses = scan(repo, ctx, tree, commit, false, "reading status")?;
     let stale: Vec<Vec<u8>> = statuses
         .iter()
         .filter(|e| {
@@ -1697,14 +1697,7 @@ fn verify_clean(
             paths: format!("HEAD is at {head}"),
         });
     }
-    let mut opts = StatusOptions::new();
-    opts.include_untracked(true)
-        .recurse_untracked_dirs(true)
-        .include_ignored(false)
-        .exclude_submodules(true);
-    let statuses = repo
-        .statuses(Some(&mut opts))
-        .map_err(|e| ctx.git_err(format!("reading status at {commit}"), tree, &e))?;
+    let statuses = scan(repo, ctx, tree, commit, true, "reading status")?;
     let dirty: Vec<String> = statuses
         .iter()
         .filter(|s| s.status() != git2::Status::CURRENT)

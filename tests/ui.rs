@@ -168,23 +168,25 @@ impl Page {
     }
 
     fn eval(&mut self, expression: &str) -> Value {
-        let r = self.call(
+        self.try_eval(expression)
+            .unwrap_or_else(|error| panic!("Runtime.evaluate: {error}"))
+    }
+
+    /// The value of `expression`, or the protocol error the browser answered.
+    fn try_eval(&mut self, expression: &str) -> Result<Value, Value> {
+        self.try_call(
             "Runtime.evaluate",
             json!({"expression": expression, "returnByValue": true}),
-        );
-        r["result"]["value"].clone()
+        )
+        .map(|r| r["result"]["value"].clone())
     }
 
     /// Runs `expression`, which starts a navigation (a submit, a click on a
     /// link). The answer may then be the navigation's protocol error rather
     /// than a value; any other error fails the test.
     fn act(&mut self, expression: &str) {
-        let answer = self.try_call(
-            "Runtime.evaluate",
-            json!({"expression": expression, "returnByValue": true}),
-        );
-        match answer {
-            Ok(r) => assert_eq!(r["result"]["value"], json!(true), "{expression}: {r}"),
+        match self.try_eval(expression) {
+            Ok(value) => assert_eq!(value, json!(true), "{expression}"),
             Err(error) => {
                 let message = error["message"].as_str().unwrap_or("");
                 assert!(
@@ -207,11 +209,8 @@ impl Page {
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut last_error = Value::Null;
         loop {
-            match self.try_call(
-                "Runtime.evaluate",
-                json!({"expression": expression, "returnByValue": true}),
-            ) {
-                Ok(r) if r["result"]["value"] == json!(true) => return,
+            match self.try_eval(expression) {
+                Ok(Value::Bool(true)) => return,
                 Ok(_) => {}
                 Err(error) => last_error = error,
             }

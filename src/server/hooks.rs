@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-use super::{direct_loopback, error, unavailable};
+use super::{direct_loopback, error, unavailable, unavailable_for};
 use crate::daemon::Shared;
 use crate::matcher::SkipList;
 use crate::metrics::DeliveryOutcome as Outcome;
@@ -225,14 +225,14 @@ pub(super) async fn receive(
         Err(BodyError::Busy) => {
             count(Outcome::Unavailable);
             tracing::warn!(source = %source_name, peer = ?req.peer_addr(), budget = budget.bytes(), "refused webhook: too many bodies being received at once");
-            return HttpResponse::ServiceUnavailable()
-                .insert_header(("Retry-After", "1"))
-                .json(serde_json::json!({
-                    "error": format!(
-                        "the {} bytes hookd holds of bodies being received at once are spent; retry",
-                        budget.bytes()
-                    )
-                }));
+            // Shares come back within body_timeout: a short wait.
+            return unavailable_for(
+                1,
+                format!(
+                    "the {} bytes hookd holds of bodies being received at once are spent; retry",
+                    budget.bytes()
+                ),
+            );
         }
     };
     let request = Request {

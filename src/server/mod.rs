@@ -160,10 +160,15 @@ pub(crate) fn error(status: StatusCode, message: impl std::fmt::Display) -> Http
     HttpResponse::build(status).json(serde_json::json!({ "error": message.to_string() }))
 }
 
-/// 503 with `Retry-After`: our fault, the sender should try again.
+/// 503 with `Retry-After: 5`: our fault, the sender should try again.
 pub(crate) fn unavailable(message: impl std::fmt::Display) -> HttpResponse {
+    unavailable_for(5, message)
+}
+
+/// 503 with `Retry-After: {seconds}`.
+pub(crate) fn unavailable_for(seconds: u32, message: impl std::fmt::Display) -> HttpResponse {
     HttpResponse::ServiceUnavailable()
-        .insert_header(("Retry-After", "5"))
+        .insert_header(("Retry-After", seconds.to_string()))
         .json(serde_json::json!({ "error": message.to_string() }))
 }
 
