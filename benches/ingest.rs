@@ -314,18 +314,7 @@ fn main() {
                     ),
                 ];
                 for (name, label, class) in classes {
-                    let v: Vec<f64> = ms
-                        .iter()
-                        .map(|m| {
-                            m.threads
-                                .iter()
-                                .filter(|(n, _)| class(n))
-                                .map(|(_, s)| s)
-                                .sum::<f64>()
-                                / m.wrk.ok()
-                                * 1e6
-                        })
-                        .collect();
+                    let v: Vec<f64> = ms.iter().map(|m| thread_us_per_request(m, class)).collect();
                     row(
                         "ingest",
                         &what(&format!("CPU/request, {name}")),
@@ -411,6 +400,11 @@ fn main() {
             &note,
         );
     }
+    bounds(
+        &get(64, Kind::Ceiling)[..],
+        &get(64, Kind::HookdSupersede)[..],
+        get(64, Kind::Webhook),
+    );
     row(
         "ratio",
         "hookd queue / webhook, 64 conns, accepted req/s",
@@ -446,6 +440,81 @@ fn main() {
 
 /// Microseconds of `fdatasync` after overwriting 4 KiB of a preallocated
 /// file, 200 times (the disk's sync latency at the time of the run).
+/// CPU microseconds per accepted request of `m`'s threads whose names
+/// `class` takes.
+fn thread_us_per_request(m: &Measured, class: impl Fn(&str) -> bool) -> f64 {
+    m.threads
+        .iter()
+        .filter(|(n, _)| class(n))
+        .map(|(_, s)| s)
+        .sum::<f64>()
+        / m.wrk.ok()
+        * 1e6
+}
+
+/// What one CPU allows hookd at most, from costs measured in the same
+/// round (64 connections): answering a request as the ceiling does (its
+/// CPU per request: HTTP and the HMAC) plus hookd's store writer thread
+/// per delivery (SQLite, the body segment, the syncs), and then also its
+/// other threads (the runs, which really execute). Each bound assumes the
+/// CPU is busy all the time and every other cost is zero, so hookd's own
+/// figure can only be below it: a ratio goal above a bound's ratio cannot
+/// be met without making those costs themselves smaller.
+fn bounds(ceiling: &[Measured], hookd: &[Measured], webhook: &[Measured]) {
+    let writer = |m: &Measured| thread_us_per_request(m, |n| n.starts_with("hookd-store-"));
+    let runs = |m: &Measured| {
+        thread_us_per_request(m, |n| {
+            !n.starts_with("actix-server") && !n.starts_with("hookd-store-")
+        })
+    };
+    let rounds = || ceiling.iter().zip(hookd).zip(webhook);
+    let ceiling_us: Vec<f64> = ceiling.iter().map(|c| c.cpu_s / c.wrk.ok() * 1e6).collect();
+    row(
+        "bound",
+        "ceiling, 64 conns: CPU per answered request",
+        &ceiling_us,
+        "us",
+        "HTTP + HMAC, what any server here pays per request",
+    );
+    type Cost<'a> = &'a dyn Fn(&Measured) -> f64;
+    let cases: [(&str, Cost); 2] = [
+        ("ceiling's CPU + hookd's store threads", &writer),
+        ("ceiling's CPU + hookd's store threads + runs", &|m| {
+            writer(m) + runs(m)
+        }),
+    ];
+    for (label, hookd_us) in cases {
+        let per_s = |((c, h), _): ((&Measured, &Measured), &Measured)| {
+            1e6 / (c.cpu_s / c.wrk.ok() * 1e6 + hookd_us(h))
+        };
+        row(
+            "bound",
+            &format!("at most, {label}: req/s"),
+            &rounds().map(per_s).collect::<Vec<_>>(),
+            "req/s",
+            "one CPU busy all the time, nothing else costing",
+        );
+        row(
+            "bound",
+            &format!("at most, {label}: / ceiling"),
+            &rounds()
+                .map(|r| per_s(r) / (r.0).0.wrk.ok_per_s())
+                .collect::<Vec<_>>(),
+            "x",
+            "the most the >= 0.5x goal can see",
+        );
+        row(
+            "bound",
+            &format!("at most, {label}: / webhook"),
+            &rounds()
+                .map(|r| per_s(r) / r.1.wrk.ok_per_s())
+                .collect::<Vec<_>>(),
+            "x",
+            "the most the >= 20x goal can see",
+        );
+    }
+}
+
 fn fdatasync_probe(dir: &Path) -> Vec<f64> {
     use std::io::{Seek, SeekFrom, Write};
     let path = dir.join("fsync-probe");
