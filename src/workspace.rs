@@ -1539,7 +1539,10 @@ fn status_is_empty(
 /// unchanged but are not ([`rewrite_stale_files`]), and verify.
 ///
 /// A tree whose HEAD is already the commit and whose status scan is empty is
-/// left untouched (no checkout, no index write). Otherwise, usually the forced
+/// left untouched (no checkout, no index write). A tree whose status scan is
+/// empty at another HEAD gets only the paths the two commits differ in
+/// ([`advance_clean_tree`]: a push of one commit to a large repository
+/// writes and scans again a few files, not every one). Otherwise, usually the forced
 /// checkout alone already leaves index and files exactly at the commit: one
 /// status scan right after it (the options of [`verify_clean`],
 /// HEAD detached at the commit) proves that, and the index reset, clean-up,
@@ -1591,18 +1594,23 @@ fn checkout_job(job: CheckoutJob) -> Result<(), WorkspaceError> {
         && head_at_commit
         && !hides_changes(&repo)
         && status_is_empty(&repo, ctx, tree, job.commit)?;
-    let clean = at_commit || {
-        if !job.fresh {
-            unlink_symlinked_dirs(&repo, tree)?;
-        }
-        repo.checkout_tree(commit.as_object(), Some(&mut forced_checkout()))
-            .map_err(|e| git("checking out", e))?;
-        if !head_at_commit {
-            repo.set_head_detached(job.commit)
-                .map_err(|e| git("detaching HEAD at", e))?;
-        }
-        !job.submodules && status_is_empty(&repo, ctx, tree, job.commit)?
-    };
+    let clean = at_commit
+        || (!head_at_commit
+            && !job.submodules
+            && !job.fresh
+            && advance_clean_tree(&repo, ctx, tree, &commit)?)
+        || {
+            if !job.fresh {
+                unlink_symlinked_dirs(&repo, tree)?;
+            }
+            repo.checkout_tree(commit.as_object(), Some(&mut forced_checkout()))
+                .map_err(|e| git("checking out", e))?;
+            if !head_at_commit {
+                repo.set_head_detached(job.commit)
+                    .map_err(|e| git("detaching HEAD at", e))?;
+            }
+            !job.submodules && status_is_empty(&repo, ctx, tree, job.commit)?
+        };
     if !clean {
         let mut index = repo.index().map_err(|e| git("reading index for", e))?;
         let commit_tree = commit.tree().map_err(|e| git("reading tree of", e))?;
@@ -1630,6 +1638,96 @@ fn checkout_job(job: CheckoutJob) -> Result<(), WorkspaceError> {
     }
 
     verify_clean(&repo, ctx, tree, job.commit)
+}
+
+/// The files whose names change how a tree is read or written: a change to
+/// one of them can change the status of paths the commits do not touch.
+const TREE_RULE_FILES: [&[u8]; 3] = [b".gitignore", b".gitattributes", b".gitmodules"];
+
+/// Moves a persistent tree that is clean at its HEAD to `commit` by checking
+/// out only the paths that differ between the two commits, as `git
+/// checkout` does from a clean tree. One status scan (the options of
+/// [`verify_clean`]) first proves the tree clean at HEAD: then every other
+/// path is already what `commit` has, and the forced checkout of the whole
+/// tree (which compares every file again) and the scan after it (a third
+/// pass over every file, tens of thousands in an infrastructure repository)
+/// are not needed. The paths written are scanned again; all of them when a
+/// `.gitignore`, `.gitattributes` or `.gitmodules` changed, since those
+/// change how other paths read.
+///
+/// `false`, with nothing changed or with the checkout left for the full
+/// path to finish, when the tree is not clean, HEAD is no commit, an index
+/// mark could hide a change, or the scan after finds anything: the caller
+/// then takes the full path (symlinked directories, stale files, untracked
+/// files and all).
+fn advance_clean_tree(
+    repo: &Repository,
+    ctx: &FetchCtx,
+    tree: &Path,
+    commit: &git2::Commit,
+) -> Result<bool, WorkspaceError> {
+    let sha = commit.id();
+    let git = |action: &str, e: git2::Error| ctx.git_err(format!("{action} {sha}"), tree, &e);
+    let Some(head) = repo.head().ok().and_then(|h| h.peel_to_commit().ok()) else {
+        return Ok(false);
+    };
+    if hides_changes(repo) || !status_is_empty(repo, ctx, tree, sha)? {
+        return Ok(false);
+    }
+    let (from, to) = head
+        .tree()
+        .and_then(|from| Ok((from, commit.tree()?)))
+        .map_err(|e| git("reading the trees of HEAD and", e))?;
+    let mut opts = DiffOptions::new();
+    opts.include_typechange(true);
+    let diff = repo
+        .diff_tree_to_tree(Some(&from), Some(&to), Some(&mut opts))
+        .map_err(|e| git("comparing HEAD with", e))?;
+    let mut paths: Vec<Vec<u8>> = diff
+        .deltas()
+        .flat_map(|d| [d.old_file().path_bytes(), d.new_file().path_bytes()])
+        .flatten()
+        .map(<[u8]>::to_vec)
+        .collect();
+    paths.sort_unstable();
+    paths.dedup();
+    if paths.iter().any(|p| p.contains(&0)) {
+        return Ok(false);
+    }
+    if !paths.is_empty() {
+        let mut co = forced_checkout();
+        co.disable_pathspec_match(true);
+        for p in &paths {
+            co.path(p.as_slice());
+        }
+        repo.checkout_tree(commit.as_object(), Some(&mut co))
+            .map_err(|e| git("checking out the changed paths of", e))?;
+    }
+    repo.set_head_detached(sha)
+        .map_err(|e| git("detaching HEAD at", e))?;
+    let rules_changed = paths.iter().any(|p| {
+        let name = p.rsplit(|&b| b == b'/').next().unwrap_or(p);
+        TREE_RULE_FILES.contains(&name)
+    });
+    if rules_changed {
+        return status_is_empty(repo, ctx, tree, sha);
+    }
+    if paths.is_empty() {
+        return Ok(true);
+    }
+    let mut opts = StatusOptions::new();
+    opts.include_untracked(true)
+        .recurse_untracked_dirs(true)
+        .include_ignored(false)
+        .exclude_submodules(true)
+        .disable_pathspec_match(true);
+    for p in &paths {
+        opts.pathspec(p.as_slice());
+    }
+    let statuses = repo
+        .statuses(Some(&mut opts))
+        .map_err(|e| git("reading the status of the changed paths at", e))?;
+    Ok(statuses.is_empty())
 }
 
 /// Writes again, from the commit, every tracked file that a status scan still
@@ -2723,6 +2821,108 @@ mod tests {
     /// Files that libgit2's checkout takes for unchanged (size and mtime as
     /// in the index) but status does not: written again from the commit, so
     /// the persistent tree does not fail every later run as not clean.
+    /// Fetches `sha` into the mirror of `repo` and moves the persistent tree
+    /// `tree` to it with [`advance_clean_tree`] alone; its answer.
+    fn advance_to(ws: &Workspaces, repo: &RepoSpec, tree: &Path, sha: &str) -> bool {
+        let ctx = ws.fetch_ctx(repo).unwrap();
+        let target = commit_target(sha, "refs/heads/main");
+        fetch_target(&ctx, &ws.mirror_path(&repo.url), &target).unwrap();
+        let tree_repo = Repository::open(tree).unwrap();
+        let commit = tree_repo.find_commit(Oid::from_str(sha).unwrap()).unwrap();
+        advance_clean_tree(&tree_repo, &ctx, tree, &commit).unwrap()
+    }
+
+    /// A tree clean at its HEAD moves to the next commit by the paths the
+    /// two commits differ in: files changed and added in new directories, a
+    /// directory deleted, a file that becomes a directory, a mode, a
+    /// symlink; ignored files stay. What a reset of the whole tree finds
+    /// besides — a change of the ignore rules, a file rewritten behind the
+    /// index's back — still gets the whole reset.
+    #[cfg(unix)]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn persistent_mode_moves_a_clean_tree_by_the_changed_paths_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let (_tmp, src, ws, repo, c1) = tf_fixture(&[
+            (".gitignore", "*.log\n"),
+            ("keep/a.tf", "a\n"),
+            ("keep/b.tf", "b\n"),
+            ("gone/only.tf", "gone\n"),
+            ("main.tf", "v1\n"),
+            ("run.sh", "echo hi\n"),
+            ("node", "a file\n"),
+        ]);
+        let tree = prepare_tf(&ws, &repo, &c1, 1).await.path;
+        write(&tree, "apply.log", "ignored output\n");
+
+        fs::remove_dir_all(src.join("gone")).unwrap();
+        write(&src, "main.tf", "v2\n");
+        write(&src, "new/deep/x.tf", "x\n");
+        fs::remove_file(src.join("node")).unwrap();
+        write(&src, "node/inner.tf", "now a directory\n");
+        fs::set_permissions(src.join("run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::symlink("keep/a.tf", src.join("link")).unwrap();
+        let c2 = commit_all(&src, "two");
+
+        assert!(
+            advance_to(&ws, &repo, &tree, &c2),
+            "a clean tree moves by its changed paths"
+        );
+        assert_eq!(git(&tree, &["rev-parse", "HEAD"]), c2);
+        assert_eq!(status(&tree), "");
+        assert_eq!(
+            git(&tree, &["ls-files", "-s"]),
+            git(&src, &["ls-files", "-s"])
+        );
+        assert!(!tree.join("gone").exists());
+        assert_eq!(read(&tree, "main.tf"), "v2\n");
+        assert_eq!(read(&tree, "new/deep/x.tf"), "x\n");
+        assert_eq!(read(&tree, "node/inner.tf"), "now a directory\n");
+        let mode = fs::metadata(tree.join("run.sh"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o111, 0o111, "{mode:o}");
+        assert_eq!(
+            fs::read_link(tree.join("link")).unwrap(),
+            Path::new("keep/a.tf")
+        );
+        assert_eq!(read(&tree, "keep/b.tf"), "b\n");
+        assert_eq!(read(&tree, "apply.log"), "ignored output\n");
+
+        // The next commit stops ignoring `*.log`: `apply.log` is now an
+        // untracked file, which a reset removes, though no commit touched it.
+        write(&src, ".gitignore", "");
+        let c3 = commit_all(&src, "three");
+        prepare_tf(&ws, &repo, &c3, 2).await;
+        assert_eq!(git(&tree, &["rev-parse", "HEAD"]), c3);
+        assert!(!tree.join("apply.log").exists());
+        assert_eq!(status(&tree), "");
+
+        // A file the next commit does not touch, rewritten with its size
+        // and mtime kept: the scan before sees it, and the whole reset puts
+        // it back.
+        let file = tree.join("keep/b.tf");
+        let mtime = fs::metadata(&file).unwrap().modified().unwrap();
+        std::thread::sleep(Duration::from_millis(1100));
+        fs::write(&file, "B\n").unwrap();
+        fs::File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        write(&src, "main.tf", "v4\n");
+        let c4 = commit_all(&src, "four");
+        assert!(
+            !advance_to(&ws, &repo, &tree, &c4),
+            "the rewritten file is seen"
+        );
+        prepare_tf(&ws, &repo, &c4, 3).await;
+        assert_eq!(read(&tree, "keep/b.tf"), "b\n");
+        assert_eq!(read(&tree, "main.tf"), "v4\n");
+        assert_eq!(status(&tree), "");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn persistent_mode_rewrites_files_checkout_takes_for_unchanged() {
         let (_tmp, _src, ws, repo, c1) = tf_fixture(&[
