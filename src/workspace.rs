@@ -1648,7 +1648,9 @@ const TREE_RULE_FILES: [&[u8]; 3] = [b".gitignore", b".gitattributes", b".gitmod
 /// out only the paths that differ between the two commits, as `git
 /// checkout` does from a clean tree. One status scan (the options of
 /// [`verify_clean`]) first proves the tree clean at HEAD: then every other
-/// path is already what `commit` has, and the forced checkout of the whole
+/// tracked path is already what `commit` has (an ignored file may still
+/// stand where `commit` adds a directory: the checkout fails, and the
+/// caller's full path clears it), and the forced checkout of the whole
 /// tree (which compares every file again) and the scan after it (a third
 /// pass over every file, tens of thousands in an infrastructure repository)
 /// are not needed. The paths written are scanned again; all of them when a
@@ -1657,9 +1659,10 @@ const TREE_RULE_FILES: [&[u8]; 3] = [b".gitignore", b".gitattributes", b".gitmod
 ///
 /// `false`, with nothing changed or with the checkout left for the full
 /// path to finish, when the tree is not clean, HEAD is no commit, an index
-/// mark could hide a change, or the scan after finds anything: the caller
-/// then takes the full path (symlinked directories, stale files, untracked
-/// files and all).
+/// mark could hide a change, the checkout of the changed paths fails, or
+/// the scan after finds anything: the caller then takes the full path
+/// (symlinked directories, stale files, untracked files and all), which
+/// reports a fault that is real. Only the first scan's error is returned.
 fn advance_clean_tree(
     repo: &Repository,
     ctx: &FetchCtx,
@@ -1671,7 +1674,7 @@ fn advance_clean_tree(
     let Some(head) = repo.head().ok().and_then(|h| h.peel_to_commit().ok()) else {
         return Ok(false);
     };
-    if hides_changes(repo) || !status_is_empty(repo, ctx, tree, sha)? {
+    if hides_changes(repo) || !status_is_empty(repo, ctx, tree, head.id())? {
         return Ok(false);
     }
     let (from, to) = head
@@ -1694,10 +1697,34 @@ fn advance_clean_tree(
     if paths.iter().any(|p| p.contains(&0)) {
         return Ok(false);
     }
+    match move_by_paths(repo, ctx, tree, commit, &paths) {
+        Ok(clean) => Ok(clean),
+        Err(e) => {
+            // The full path starts from the same HEAD and knows how to clear
+            // what got in the way (an ignored file where the commit adds a
+            // directory); a real fault fails there with its own message.
+            debug!(tree = %tree.display(), error = %e, "moving by the changed paths failed; resetting the whole tree");
+            Ok(false)
+        }
+    }
+}
+
+/// The second half of [`advance_clean_tree`]: forced checkout of `paths`
+/// alone, HEAD detached at `commit`, and the scan that proves the tree clean
+/// (of `paths`, or of the whole tree when a rule file is among them).
+fn move_by_paths(
+    repo: &Repository,
+    ctx: &FetchCtx,
+    tree: &Path,
+    commit: &git2::Commit,
+    paths: &[Vec<u8>],
+) -> Result<bool, WorkspaceError> {
+    let sha = commit.id();
+    let git = |action: &str, e: git2::Error| ctx.git_err(format!("{action} {sha}"), tree, &e);
     if !paths.is_empty() {
         let mut co = forced_checkout();
         co.disable_pathspec_match(true);
-        for p in &paths {
+        for p in paths {
             co.path(p.as_slice());
         }
         repo.checkout_tree(commit.as_object(), Some(&mut co))
@@ -1721,7 +1748,7 @@ fn advance_clean_tree(
         .include_ignored(false)
         .exclude_submodules(true)
         .disable_pathspec_match(true);
-    for p in &paths {
+    for p in paths {
         opts.pathspec(p.as_slice());
     }
     let statuses = repo
@@ -2818,9 +2845,6 @@ mod tests {
         assert_eq!(status(&ck.path), "");
     }
 
-    /// Files that libgit2's checkout takes for unchanged (size and mtime as
-    /// in the index) but status does not: written again from the commit, so
-    /// the persistent tree does not fail every later run as not clean.
     /// Fetches `sha` into the mirror of `repo` and moves the persistent tree
     /// `tree` to it with [`advance_clean_tree`] alone; its answer.
     fn advance_to(ws: &Workspaces, repo: &RepoSpec, tree: &Path, sha: &str) -> bool {
@@ -2923,6 +2947,36 @@ mod tests {
         assert_eq!(status(&tree), "");
     }
 
+    /// An ignored file where the pushed commit adds a directory (`cache`
+    /// ignored, then `cache/x` committed with `git add -f`): the checkout of
+    /// the changed paths cannot make the directory, and the whole reset,
+    /// which can, takes over, this run and every later one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn persistent_mode_clears_an_ignored_file_where_a_directory_comes() {
+        let (_tmp, src, ws, repo, c1) = tf_fixture(&[(".gitignore", "cache\n"), ("keep", "k\n")]);
+        let tree = prepare_tf(&ws, &repo, &c1, 1).await.path;
+        write(&tree, "cache", "ignored file\n");
+        write(&src, "cache/x", "x\n");
+        git(&src, &["add", "-f", "cache/x"]);
+        write(&src, "keep", "k2\n");
+        let c2 = commit_all(&src, "two");
+
+        assert!(
+            !advance_to(&ws, &repo, &tree, &c2),
+            "the changed paths alone cannot replace the ignored file"
+        );
+        for run in [2, 3] {
+            let ck = prepare_tf(&ws, &repo, &c2, run).await;
+            assert_eq!(git(&ck.path, &["rev-parse", "HEAD"]), c2);
+            assert_eq!(read(&tree, "cache/x"), "x\n");
+            assert_eq!(read(&tree, "keep"), "k2\n");
+            assert_eq!(status(&tree), "");
+        }
+    }
+
+    /// Files that libgit2's checkout takes for unchanged (size and mtime as
+    /// in the index) but status does not: written again from the commit, so
+    /// the persistent tree does not fail every later run as not clean.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn persistent_mode_rewrites_files_checkout_takes_for_unchanged() {
         let (_tmp, _src, ws, repo, c1) = tf_fixture(&[
