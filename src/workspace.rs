@@ -1419,23 +1419,100 @@ fn unlink_symlinked_dirs(repo: &Repository, tree: &Path) -> Result<(), Workspace
             .chain([dir.len()])
             .filter(|&end| end > 0);
         for end in ends {
-            let path = repo_relative(tree, &dir[..end]);
-            match fs::symlink_metadata(&path) {
-                Ok(meta) if meta.file_type().is_symlink() => {
-                    fs::remove_file(&path).map_err(|source| WorkspaceError::Io {
-                        action: "removing a symlink in place of a tracked directory",
-                        path: path.clone(),
-                        source,
-                    })?;
-                    tracing::info!(path = %path.display(), "removed a symlink in place of a tracked directory before checkout");
-                    // What was under it is gone with it.
-                    break;
-                }
-                _ => {}
+            if unlink_if_symlink(&repo_relative(tree, &dir[..end]))? {
+                // What was under it is gone with it.
+                break;
             }
         }
         previous.clear();
         previous.extend_from_slice(dir);
+    }
+    Ok(())
+}
+
+/// Removes `path` if it is a symlink (the link, never what it points at):
+/// whether it was one.
+fn unlink_if_symlink(path: &Path) -> Result<bool, WorkspaceError> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => {
+            fs::remove_file(path).map_err(|source| WorkspaceError::Io {
+                action: "removing a symlink in place of a directory",
+                path: path.to_path_buf(),
+                source,
+            })?;
+            info!(path = %path.display(), "removed a symlink in place of a directory before checkout");
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
+/// The directories `rel` (a path relative to the tree) lies in, outermost
+/// first: `a`, `a/b` for `a/b/c`.
+fn parent_dirs(rel: &[u8]) -> impl Iterator<Item = &[u8]> {
+    rel.iter()
+        .enumerate()
+        .filter(|&(i, &b)| b == b'/' && i > 0)
+        .map(move |(i, _)| &rel[..i])
+}
+
+/// Whether a directory `rel` lies in is a symlink in the working tree.
+fn under_a_symlink(tree: &Path, rel: &[u8]) -> bool {
+    parent_dirs(rel).any(|dir| {
+        fs::symlink_metadata(repo_relative(tree, dir)).is_ok_and(|m| m.file_type().is_symlink())
+    })
+}
+
+/// Clears, before a forced checkout of `commit`, what a step left in the
+/// way of the paths where `commit` differs from the index, which the
+/// checkout cannot clear itself: a symlink where `commit` has a directory
+/// the index does not ([`unlink_symlinked_dirs`] covers the index's own;
+/// libgit2 would write through the link, outside the tree), and a real
+/// directory where `commit` has a file, kept by ignored files in it
+/// (libgit2 removes the tracked ones, then fails on the directory, every
+/// run; `git checkout` treats ignored files as expendable, and so does
+/// this). Submodule paths are left alone.
+fn clear_the_way(
+    repo: &Repository,
+    ctx: &FetchCtx,
+    tree: &Path,
+    commit: &git2::Commit,
+) -> Result<(), WorkspaceError> {
+    let sha = commit.id();
+    let git = |action: &str, e: git2::Error| ctx.git_err(format!("{action} {sha}"), tree, &e);
+    let Ok(index) = repo.index() else {
+        // The checkout reports a broken index.
+        return Ok(());
+    };
+    let target = commit.tree().map_err(|e| git("reading the tree of", e))?;
+    let mut opts = DiffOptions::new();
+    opts.include_typechange(true);
+    let diff = repo
+        .diff_tree_to_index(Some(&target), Some(&index), Some(&mut opts))
+        .map_err(|e| git("comparing the index with", e))?;
+    for delta in diff.deltas() {
+        // The tree is the old side: a path `commit` has.
+        let file = delta.old_file();
+        let Some(rel) = file.path_bytes().filter(|_| !file.id().is_zero()) else {
+            continue;
+        };
+        for dir in parent_dirs(rel) {
+            if unlink_if_symlink(&repo_relative(tree, dir))? {
+                break;
+            }
+        }
+        if file.mode() == git2::FileMode::Commit {
+            continue;
+        }
+        let path = repo_relative(tree, rel);
+        if fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+            fs::remove_dir_all(&path).map_err(|source| WorkspaceError::Io {
+                action: "removing a directory in place of a tracked file",
+                path: path.clone(),
+                source,
+            })?;
+            info!(path = %path.display(), "removed a directory (untracked or ignored files only) in place of a tracked file before checkout");
+        }
     }
     Ok(())
 }
@@ -1536,7 +1613,11 @@ fn status_is_empty(
 /// detach HEAD, reset the index, remove untracked files (files a step staged are
 /// untracked by then), keep ignored ones, check out once more against the new
 /// HEAD as a safety net, write again the files that checkout took for
-/// unchanged but are not ([`rewrite_stale_files`]), and verify.
+/// unchanged but are not ([`rewrite_stale_files`]), and verify. Before the
+/// first checkout of a persistent tree, symlinks where a directory belongs
+/// and directories of ignored files where a file belongs are removed
+/// ([`unlink_symlinked_dirs`], [`clear_the_way`]): ignored files stay unless
+/// they stand where the commit puts a tracked path.
 ///
 /// A tree whose HEAD is already the commit and whose status scan is empty is
 /// left untouched (no checkout, no index write). A tree whose status scan is
@@ -1602,6 +1683,7 @@ fn checkout_job(job: CheckoutJob) -> Result<(), WorkspaceError> {
         || {
             if !job.fresh {
                 unlink_symlinked_dirs(&repo, tree)?;
+                clear_the_way(&repo, ctx, tree, &commit)?;
             }
             repo.checkout_tree(commit.as_object(), Some(&mut forced_checkout()))
                 .map_err(|e| git("checking out", e))?;
@@ -1659,7 +1741,9 @@ const TREE_RULE_FILES: [&[u8]; 3] = [b".gitignore", b".gitattributes", b".gitmod
 ///
 /// `false`, with nothing changed or with the checkout left for the full
 /// path to finish, when the tree is not clean, HEAD is no commit, an index
-/// mark could hide a change, the checkout of the changed paths fails, or
+/// mark could hide a change, a changed path lies under a symlink (the
+/// checkout would follow it; the full path removes it first), the
+/// checkout of the changed paths fails, or
 /// the scan after finds anything: the caller then takes the full path
 /// (symlinked directories, stale files, untracked files and all), which
 /// reports a fault that is real. Only the first scan's error is returned.
@@ -1694,7 +1778,10 @@ fn advance_clean_tree(
         .collect();
     paths.sort_unstable();
     paths.dedup();
-    if paths.iter().any(|p| p.contains(&0)) {
+    if paths
+        .iter()
+        .any(|p| p.contains(&0) || under_a_symlink(tree, p))
+    {
         return Ok(false);
     }
     match move_by_paths(repo, ctx, tree, commit, &paths) {
@@ -2970,6 +3057,68 @@ mod tests {
             assert_eq!(git(&ck.path, &["rev-parse", "HEAD"]), c2);
             assert_eq!(read(&tree, "cache/x"), "x\n");
             assert_eq!(read(&tree, "keep"), "k2\n");
+            assert_eq!(status(&tree), "");
+        }
+    }
+
+    /// A step linked an ignored `.terraform` to a directory outside the
+    /// tree, and the pushed commit adds `.terraform/lock`: the link goes
+    /// (what it points at stays as it was) and the file is written in the
+    /// tree, by neither the changed paths nor the whole reset through it.
+    #[cfg(unix)]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn persistent_mode_never_writes_through_a_link_where_a_directory_comes() {
+        let (tmp, src, ws, repo, c1) =
+            tf_fixture(&[(".gitignore", ".terraform\n"), ("keep", "k\n")]);
+        let tree = prepare_tf(&ws, &repo, &c1, 1).await.path;
+        let outside = tmp.path().join("outside");
+        write(&outside, "plugin", "p\n");
+        std::os::unix::fs::symlink(&outside, tree.join(".terraform")).unwrap();
+        write(&src, ".terraform/lock", "tracked\n");
+        git(&src, &["add", "-f", ".terraform/lock"]);
+        write(&src, "keep", "k2\n");
+        let c2 = commit_all(&src, "two");
+        let listing = || {
+            let mut names: Vec<String> = fs::read_dir(&outside)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        };
+
+        assert!(
+            !advance_to(&ws, &repo, &tree, &c2),
+            "the changed paths lead through a link"
+        );
+        assert_eq!(listing(), ["plugin"]);
+        let ck = prepare_tf(&ws, &repo, &c2, 2).await;
+        assert_eq!(git(&ck.path, &["rev-parse", "HEAD"]), c2);
+        assert_eq!(listing(), ["plugin"]);
+        assert_eq!(read(&outside, "plugin"), "p\n");
+        let meta = fs::symlink_metadata(tree.join(".terraform")).unwrap();
+        assert!(meta.is_dir(), "{meta:?}");
+        assert_eq!(read(&tree, ".terraform/lock"), "tracked\n");
+        assert_eq!(status(&tree), "");
+    }
+
+    /// A tracked directory the pushed commit replaces by a file, with an
+    /// ignored file a step left in it: the directory goes with the ignored
+    /// file (as `git checkout` treats ignored files: expendable), where it
+    /// made every run fail.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn persistent_mode_clears_a_directory_of_ignored_files_where_a_file_comes() {
+        let (_tmp, src, ws, repo, c1) =
+            tf_fixture(&[(".gitignore", "*.log\n"), ("d/x", "x\n"), ("keep", "k\n")]);
+        let tree = prepare_tf(&ws, &repo, &c1, 1).await.path;
+        write(&tree, "d/apply.log", "ignored\n");
+        fs::remove_dir_all(src.join("d")).unwrap();
+        write(&src, "d", "now a file\n");
+        let c2 = commit_all(&src, "two");
+        for run in [2, 3] {
+            let ck = prepare_tf(&ws, &repo, &c2, run).await;
+            assert_eq!(git(&ck.path, &["rev-parse", "HEAD"]), c2);
+            assert_eq!(read(&tree, "d"), "now a file\n");
             assert_eq!(status(&tree), "");
         }
     }
