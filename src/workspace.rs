@@ -1400,6 +1400,10 @@ fn unlink_symlinked_dirs(repo: &Repository, tree: &Path) -> Result<(), Workspace
     let mut previous: Vec<u8> = Vec::new();
     for entry in index.iter() {
         let path = entry.path.as_slice();
+        if !is_tree_path(path) {
+            // A name no checkout wrote; the checkout refuses it.
+            continue;
+        }
         let dir = match path.iter().rposition(|&b| b == b'/') {
             Some(end) => &path[..end],
             None => &path[..0],
@@ -1445,6 +1449,19 @@ fn unlink_if_symlink(path: &Path) -> Result<bool, WorkspaceError> {
         }
         _ => Ok(false),
     }
+}
+
+/// Whether `rel`, a path from a commit's tree, names a place inside the
+/// working tree that git would write: no empty, `.` or `..` component, no
+/// `.git` (in any case), no NUL. Trees come from the pushed repository,
+/// and nothing checks their names on the way in (libgit2 checks them only
+/// when it writes): a tree with a `..` entry must not make hookd touch
+/// the directory above the tree.
+fn is_tree_path(rel: &[u8]) -> bool {
+    !rel.contains(&0)
+        && rel
+            .split(|&b| b == b'/')
+            .all(|c| !(c.is_empty() || c == b"." || c == b".." || c.eq_ignore_ascii_case(b".git")))
 }
 
 /// The directories `rel` (a path relative to the tree) lies in, outermost
@@ -1493,7 +1510,11 @@ fn clear_the_way(
     for delta in diff.deltas() {
         // The tree is the old side: a path `commit` has.
         let file = delta.old_file();
-        let Some(rel) = file.path_bytes().filter(|_| !file.id().is_zero()) else {
+        let Some(rel) = file
+            .path_bytes()
+            .filter(|rel| !file.id().is_zero() && is_tree_path(rel))
+        else {
+            // Not in `commit`, or a name the checkout refuses after this.
             continue;
         };
         for dir in parent_dirs(rel) {
@@ -1741,7 +1762,8 @@ const TREE_RULE_FILES: [&[u8]; 3] = [b".gitignore", b".gitattributes", b".gitmod
 ///
 /// `false`, with nothing changed or with the checkout left for the full
 /// path to finish, when the tree is not clean, HEAD is no commit, an index
-/// mark could hide a change, a changed path lies under a symlink (the
+/// mark could hide a change, a changed path is no plain path inside the
+/// tree ([`is_tree_path`]) or lies under a symlink (the
 /// checkout would follow it; the full path removes it first), the
 /// checkout of the changed paths fails, or
 /// the scan after finds anything: the caller then takes the full path
@@ -1780,7 +1802,7 @@ fn advance_clean_tree(
     paths.dedup();
     if paths
         .iter()
-        .any(|p| p.contains(&0) || under_a_symlink(tree, p))
+        .any(|p| !is_tree_path(p) || under_a_symlink(tree, p))
     {
         return Ok(false);
     }
@@ -3121,6 +3143,68 @@ mod tests {
             assert_eq!(read(&tree, "d"), "now a file\n");
             assert_eq!(status(&tree), "");
         }
+    }
+
+    /// Writes `bytes` as a loose object of `kind` without git's checks of
+    /// its content; its id.
+    fn hash_literally(dir: &Path, kind: &str, bytes: &[u8]) -> String {
+        use std::io::Write;
+        let mut child = std::process::Command::new("git")
+            .args(["hash-object", "-t", kind, "--literally", "-w", "--stdin"])
+            .current_dir(dir)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(bytes).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    /// A pushed commit whose tree has a `..` entry holding a file where a
+    /// directory stands beside the working tree: the run fails on the
+    /// commit, and nothing outside the tree is touched (the clearing
+    /// before the checkout would have removed that directory).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn persistent_mode_touches_nothing_outside_for_a_dot_dot_entry() {
+        let (_tmp, src, ws, repo, c1) = tf_fixture(&[("keep", "k\n")]);
+        let tree = prepare_tf(&ws, &repo, &c1, 1).await.path;
+        let victim = tree.parent().unwrap().join("victim");
+        write(&victim, "precious", "p\n");
+
+        let oid = |sha: String| Oid::from_str(&sha).unwrap();
+        let entry = |mode: &str, name: &str, id: Oid| {
+            let mut e = format!("{mode} {name}\0").into_bytes();
+            e.extend_from_slice(id.as_bytes());
+            e
+        };
+        let blob = oid(hash_literally(&src, "blob", b"x\n"));
+        let keep = oid(git(&src, &["rev-parse", "HEAD:keep"]));
+        let dotdot = oid(hash_literally(
+            &src,
+            "tree",
+            &entry("100644", "victim", blob),
+        ));
+        let root = [entry("40000", "..", dotdot), entry("100644", "keep", keep)].concat();
+        let root = hash_literally(&src, "tree", &root);
+        let c2 = git(&src, &["commit-tree", &root, "-p", &c1, "-m", "dot dot"]);
+        git(&src, &["update-ref", "refs/heads/main", &c2]);
+
+        let err = ws
+            .prepare(
+                &repo,
+                &commit_target(&c2, "refs/heads/main"),
+                WorkspaceMode::Persistent,
+                "tf",
+                2,
+                &never(),
+            )
+            .await
+            .map(|ck| ck.path)
+            .unwrap_err();
+        assert!(err.to_string().contains(&c2), "{err}");
+        assert_eq!(read(&victim, "precious"), "p\n");
     }
 
     /// Files that libgit2's checkout takes for unchanged (size and mtime as
