@@ -1388,34 +1388,54 @@ fn hides_changes(repo: &Repository) -> bool {
 /// that directory in the place the link points at, outside the tree. Each
 /// link itself is unlinked (never what it points at); the checkout then
 /// makes the directory again.
-///
-/// One `lstat` per directory of the index: entries are sorted by path, so
-/// only the components past the part an entry's directory shares with the
-/// previous entry's are new.
 fn unlink_symlinked_dirs(repo: &Repository, tree: &Path) -> Result<(), WorkspaceError> {
     let Ok(index) = repo.index() else {
         // Nothing known to be a directory; the checkout reports a broken index.
         return Ok(());
     };
-    let mut previous: Vec<u8> = Vec::new();
+    let mut links = ParentLinks::new(tree);
     for entry in index.iter() {
-        let path = entry.path.as_slice();
-        if !is_tree_path(path) {
-            // A name no checkout wrote; the checkout refuses it.
-            continue;
+        links.clear(&entry.path)?;
+    }
+    Ok(())
+}
+
+/// Unlinks the symlinks standing on the directories that paths of the tree
+/// lie in, with one `lstat` per directory when the paths come sorted (as
+/// index entries and diff deltas do): only the directories past the part a
+/// path's directory shares with the previous path's are new.
+struct ParentLinks<'t> {
+    tree: &'t Path,
+    previous: Vec<u8>,
+}
+
+impl<'t> ParentLinks<'t> {
+    fn new(tree: &'t Path) -> Self {
+        Self {
+            tree,
+            previous: Vec::new(),
         }
-        let dir = match path.iter().rposition(|&b| b == b'/') {
-            Some(end) => &path[..end],
-            None => &path[..0],
+    }
+
+    /// Unlinks the outermost symlink among the directories of `rel` (what
+    /// was under it is gone with it). A path that is no plain path inside
+    /// the tree ([`is_tree_path`]) is skipped: the checkout refuses it.
+    fn clear(&mut self, rel: &[u8]) -> Result<(), WorkspaceError> {
+        if !is_tree_path(rel) {
+            return Ok(());
+        }
+        let dir = match rel.iter().rposition(|&b| b == b'/') {
+            Some(end) => &rel[..end],
+            None => &rel[..0],
         };
-        if dir == previous.as_slice() {
-            continue;
+        if dir == self.previous.as_slice() {
+            return Ok(());
         }
         // The directories of `dir` that the previous one did not have: each
         // ends at a `/` past the shared part, or at the end.
         let shared = dir
             .iter()
-            .zip(&previous)
+            .zip(&self.previous)
             .take_while(|(a, b)| a == b)
             .count();
         let ends = (shared..dir.len())
@@ -1423,15 +1443,14 @@ fn unlink_symlinked_dirs(repo: &Repository, tree: &Path) -> Result<(), Workspace
             .chain([dir.len()])
             .filter(|&end| end > 0);
         for end in ends {
-            if unlink_if_symlink(&repo_relative(tree, &dir[..end]))? {
-                // What was under it is gone with it.
+            if unlink_if_symlink(&repo_relative(self.tree, &dir[..end]))? {
                 break;
             }
         }
-        previous.clear();
-        previous.extend_from_slice(dir);
+        self.previous.clear();
+        self.previous.extend_from_slice(dir);
+        Ok(())
     }
-    Ok(())
 }
 
 /// Removes `path` if it is a symlink (the link, never what it points at):
@@ -1440,11 +1459,11 @@ fn unlink_if_symlink(path: &Path) -> Result<bool, WorkspaceError> {
     match fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_symlink() => {
             fs::remove_file(path).map_err(|source| WorkspaceError::Io {
-                action: "removing a symlink in place of a directory",
+                action: "removing a symlink a step left",
                 path: path.to_path_buf(),
                 source,
             })?;
-            info!(path = %path.display(), "removed a symlink in place of a directory before checkout");
+            info!(path = %path.display(), "removed a symlink a step left on a path the checkout writes");
             Ok(true)
         }
         _ => Ok(false),
@@ -1481,14 +1500,21 @@ fn under_a_symlink(tree: &Path, rel: &[u8]) -> bool {
 }
 
 /// Clears, before a forced checkout of `commit`, what a step left in the
-/// way of the paths where `commit` differs from the index, which the
-/// checkout cannot clear itself: a symlink where `commit` has a directory
-/// the index does not ([`unlink_symlinked_dirs`] covers the index's own;
-/// libgit2 would write through the link, outside the tree), and a real
-/// directory where `commit` has a file, kept by ignored files in it
-/// (libgit2 removes the tracked ones, then fails on the directory, every
-/// run; `git checkout` treats ignored files as expendable, and so does
-/// this). Submodule paths are left alone.
+/// way that the checkout cannot clear itself, on every path the checkout
+/// may write or delete beyond the index's ([`unlink_symlinked_dirs`] covers
+/// the index's directories): the paths where `commit` differs from the
+/// index, and those where HEAD (the checkout's baseline) differs from
+/// `commit`.
+///
+/// - A symlink on any directory such a path lies in, or on the path itself
+///   where `commit` differs from the index: libgit2 would write or delete
+///   through it, outside the tree (an ignored `x.auto.tfvars` linked to a
+///   shared file, a `modules/` a step untracked and linked elsewhere). The
+///   link is unlinked, never what it points at.
+/// - A real directory where `commit` has a file (not a submodule): whatever
+///   it holds (ignored files a step left; untracked ones) kept libgit2 from
+///   removing it, and every run failed. `git checkout` treats ignored files
+///   as expendable, and so does this.
 fn clear_the_way(
     repo: &Repository,
     ctx: &FetchCtx,
@@ -1504,6 +1530,26 @@ fn clear_the_way(
     let target = commit.tree().map_err(|e| git("reading the tree of", e))?;
     let mut opts = DiffOptions::new();
     opts.include_typechange(true);
+    let mut links = ParentLinks::new(tree);
+
+    // HEAD against the commit: what the checkout deletes or replaces as
+    // HEAD's, wherever the index stands.
+    if let Some(head) = repo.head().ok().and_then(|h| h.peel_to_tree().ok()) {
+        if head.id() != target.id() {
+            let diff = repo
+                .diff_tree_to_tree(Some(&head), Some(&target), Some(&mut opts))
+                .map_err(|e| git("comparing HEAD with", e))?;
+            for delta in diff.deltas() {
+                for rel in [delta.old_file().path_bytes(), delta.new_file().path_bytes()]
+                    .into_iter()
+                    .flatten()
+                {
+                    links.clear(rel)?;
+                }
+            }
+        }
+    }
+
     let diff = repo
         .diff_tree_to_index(Some(&target), Some(&index), Some(&mut opts))
         .map_err(|e| git("comparing the index with", e))?;
@@ -1514,18 +1560,15 @@ fn clear_the_way(
             .path_bytes()
             .filter(|rel| !file.id().is_zero() && is_tree_path(rel))
         else {
-            // Not in `commit`, or a name the checkout refuses after this.
+            // Not in `commit` (an index path: its directories are cleared
+            // already), or a name the checkout refuses after this.
             continue;
         };
-        for dir in parent_dirs(rel) {
-            if unlink_if_symlink(&repo_relative(tree, dir))? {
-                break;
-            }
-        }
-        if file.mode() == git2::FileMode::Commit {
+        links.clear(rel)?;
+        let path = repo_relative(tree, rel);
+        if unlink_if_symlink(&path)? || file.mode() == git2::FileMode::Commit {
             continue;
         }
-        let path = repo_relative(tree, rel);
         if fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
             fs::remove_dir_all(&path).map_err(|source| WorkspaceError::Io {
                 action: "removing a directory in place of a tracked file",
@@ -1635,10 +1678,10 @@ fn status_is_empty(
 /// untracked by then), keep ignored ones, check out once more against the new
 /// HEAD as a safety net, write again the files that checkout took for
 /// unchanged but are not ([`rewrite_stale_files`]), and verify. Before the
-/// first checkout of a persistent tree, symlinks where a directory belongs
-/// and directories of ignored files where a file belongs are removed
-/// ([`unlink_symlinked_dirs`], [`clear_the_way`]): ignored files stay unless
-/// they stand where the commit puts a tracked path.
+/// first checkout of a persistent tree, symlinks the checkout would write or
+/// delete through and directories of ignored files where a file belongs are
+/// removed ([`unlink_symlinked_dirs`], [`clear_the_way`]): ignored files stay
+/// unless they stand where the commit puts a tracked path.
 ///
 /// A tree whose HEAD is already the commit and whose status scan is empty is
 /// left untouched (no checkout, no index write). A tree whose status scan is
@@ -1763,12 +1806,13 @@ const TREE_RULE_FILES: [&[u8]; 3] = [b".gitignore", b".gitattributes", b".gitmod
 /// `false`, with nothing changed or with the checkout left for the full
 /// path to finish, when the tree is not clean, HEAD is no commit, an index
 /// mark could hide a change, a changed path is no plain path inside the
-/// tree ([`is_tree_path`]) or lies under a symlink (the
-/// checkout would follow it; the full path removes it first), the
-/// checkout of the changed paths fails, or
-/// the scan after finds anything: the caller then takes the full path
-/// (symlinked directories, stale files, untracked files and all), which
-/// reports a fault that is real. Only the first scan's error is returned.
+/// tree ([`is_tree_path`]), lies under a symlink, or is a path HEAD lacks
+/// with a symlink on it (an ignored one a step left: the checkout would
+/// write through it; the full path unlinks it first), the checkout of the
+/// changed paths or the scan after it fails, or that scan finds anything:
+/// the caller then takes the full path (symlinks, stale files, untracked
+/// files and all), which reports a fault that is real. The errors of the
+/// first scan and of reading and comparing the two trees are returned.
 fn advance_clean_tree(
     repo: &Repository,
     ctx: &FetchCtx,
@@ -1792,6 +1836,15 @@ fn advance_clean_tree(
     let diff = repo
         .diff_tree_to_tree(Some(&from), Some(&to), Some(&mut opts))
         .map_err(|e| git("comparing HEAD with", e))?;
+    // A path HEAD lacks may still hold something ignored: a symlink there
+    // (to a file or a directory outside) would be written through.
+    let added_on_a_link = diff.deltas().any(|d| {
+        d.old_file().id().is_zero()
+            && d.new_file().path_bytes().is_some_and(|rel| {
+                fs::symlink_metadata(repo_relative(tree, rel))
+                    .is_ok_and(|m| m.file_type().is_symlink())
+            })
+    });
     let mut paths: Vec<Vec<u8>> = diff
         .deltas()
         .flat_map(|d| [d.old_file().path_bytes(), d.new_file().path_bytes()])
@@ -1800,9 +1853,10 @@ fn advance_clean_tree(
         .collect();
     paths.sort_unstable();
     paths.dedup();
-    if paths
-        .iter()
-        .any(|p| !is_tree_path(p) || under_a_symlink(tree, p))
+    if added_on_a_link
+        || paths
+            .iter()
+            .any(|p| !is_tree_path(p) || under_a_symlink(tree, p))
     {
         return Ok(false);
     }
@@ -1812,7 +1866,7 @@ fn advance_clean_tree(
             // The full path starts from the same HEAD and knows how to clear
             // what got in the way (an ignored file where the commit adds a
             // directory); a real fault fails there with its own message.
-            debug!(tree = %tree.display(), error = %e, "moving by the changed paths failed; resetting the whole tree");
+            info!(tree = %tree.display(), error = %e, "moving by the changed paths failed; resetting the whole tree");
             Ok(false)
         }
     }
@@ -3145,6 +3199,118 @@ mod tests {
         }
     }
 
+    /// A symlink a step left, ignored, on the very path the pushed commit
+    /// adds (`git add -f`): a link to a file outside where a tracked file
+    /// comes, or a link to a directory outside where a tracked file comes.
+    /// The link goes, what it points at stays as it was, and the tracked
+    /// file is written in the tree, by the changed paths and by the whole
+    /// reset alike.
+    #[cfg(unix)]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn persistent_mode_never_writes_through_an_ignored_link_on_a_path_that_comes() {
+        for (rel, target) in [("x.auto.tfvars", "secret.tfvars"), ("cache", "dir")] {
+            let (tmp, src, ws, repo, c1) =
+                tf_fixture(&[(".gitignore", "*.auto.tfvars\ncache\n"), ("keep", "k\n")]);
+            let tree = prepare_tf(&ws, &repo, &c1, 1).await.path;
+            let outside = tmp.path().join("outside");
+            write(&outside, "secret.tfvars", "outside\n");
+            write(&outside, "dir/plugin", "p\n");
+            std::os::unix::fs::symlink(outside.join(target), tree.join(rel)).unwrap();
+            write(&src, rel, "tracked\n");
+            git(&src, &["add", "-f", rel]);
+            write(&src, "keep", "k2\n");
+            let c2 = commit_all(&src, "two");
+            let untouched = || {
+                assert_eq!(read(&outside, "secret.tfvars"), "outside\n", "{rel}");
+                assert_eq!(read(&outside, "dir/plugin"), "p\n", "{rel}");
+                assert_eq!(fs::read_dir(outside.join("dir")).unwrap().count(), 1);
+            };
+
+            assert!(
+                !advance_to(&ws, &repo, &tree, &c2),
+                "{rel}: the changed path is a link a step left"
+            );
+            untouched();
+            for run in [2, 3] {
+                let ck = prepare_tf(&ws, &repo, &c2, run).await;
+                assert_eq!(git(&ck.path, &["rev-parse", "HEAD"]), c2);
+                untouched();
+                let meta = fs::symlink_metadata(tree.join(rel)).unwrap();
+                assert!(meta.is_file(), "{rel}: {meta:?}");
+                assert_eq!(read(&tree, rel), "tracked\n");
+                assert_eq!(read(&tree, "keep"), "k2\n");
+                assert_eq!(status(&tree), "");
+            }
+        }
+    }
+
+    /// A step untracked a directory (`git rm -r --cached modules`) and put a
+    /// link to a directory outside in its place; the pushed commit deletes
+    /// the directory. The checkout deletes what HEAD had there: never
+    /// through the link.
+    #[cfg(unix)]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn persistent_mode_never_deletes_through_a_link_on_an_untracked_directory() {
+        let (tmp, src, ws, repo, c1) = tf_fixture(&[
+            ("modules/net.tf", "net\n"),
+            ("modules/dns/dns.tf", "dns\n"),
+            ("keep", "k\n"),
+        ]);
+        let tree = prepare_tf(&ws, &repo, &c1, 1).await.path;
+        let outside = tmp.path().join("shared-modules");
+        write(&outside, "net.tf", "shared net\n");
+        write(&outside, "dns/dns.tf", "shared dns\n");
+        git(&tree, &["rm", "-r", "-q", "--cached", "modules"]);
+        fs::remove_dir_all(tree.join("modules")).unwrap();
+        std::os::unix::fs::symlink(&outside, tree.join("modules")).unwrap();
+        fs::remove_dir_all(src.join("modules")).unwrap();
+        write(&src, "keep", "k2\n");
+        let c2 = commit_all(&src, "two");
+
+        let ck = prepare_tf(&ws, &repo, &c2, 2).await;
+        assert_eq!(git(&ck.path, &["rev-parse", "HEAD"]), c2);
+        assert_eq!(read(&outside, "net.tf"), "shared net\n");
+        assert_eq!(read(&outside, "dns/dns.tf"), "shared dns\n");
+        assert!(fs::symlink_metadata(tree.join("modules")).is_err());
+        assert_eq!(read(&tree, "keep"), "k2\n");
+        assert_eq!(status(&tree), "");
+    }
+
+    /// What [`is_tree_path`] lets through: plain relative paths only.
+    #[test]
+    fn tree_paths_are_plain_and_inside() {
+        for ok in [
+            "a",
+            "a/b",
+            ".terraform/lock",
+            "a.git",
+            ".gitignore",
+            "..a",
+            "a/.b/c",
+        ] {
+            assert!(is_tree_path(ok.as_bytes()), "{ok:?}");
+        }
+        for bad in [
+            "",
+            "a/",
+            "/a",
+            "a//b",
+            ".",
+            "./a",
+            "a/.",
+            "..",
+            "../a",
+            "a/../b",
+            "a/..",
+            ".git",
+            ".GIT/x",
+            "a/.Git/config",
+            "a\0b",
+        ] {
+            assert!(!is_tree_path(bad.as_bytes()), "{bad:?}");
+        }
+    }
+
     /// Writes `bytes` as a loose object of `kind` without git's checks of
     /// its content; its id.
     fn hash_literally(dir: &Path, kind: &str, bytes: &[u8]) -> String {
@@ -3163,15 +3329,18 @@ mod tests {
     }
 
     /// A pushed commit whose tree has a `..` entry holding a file where a
-    /// directory stands beside the working tree: the run fails on the
-    /// commit, and nothing outside the tree is touched (the clearing
-    /// before the checkout would have removed that directory).
+    /// directory stands beside the working tree, and a file in a directory
+    /// where a symlink stands beside it: the run fails on the commit, and
+    /// nothing outside the tree is touched (the clearing before the
+    /// checkout would have removed that directory and that link).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn persistent_mode_touches_nothing_outside_for_a_dot_dot_entry() {
         let (_tmp, src, ws, repo, c1) = tf_fixture(&[("keep", "k\n")]);
         let tree = prepare_tf(&ws, &repo, &c1, 1).await.path;
         let victim = tree.parent().unwrap().join("victim");
         write(&victim, "precious", "p\n");
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(&victim, tree.parent().unwrap().join("linked")).unwrap();
 
         let oid = |sha: String| Oid::from_str(&sha).unwrap();
         let entry = |mode: &str, name: &str, id: Oid| {
@@ -3181,11 +3350,13 @@ mod tests {
         };
         let blob = oid(hash_literally(&src, "blob", b"x\n"));
         let keep = oid(git(&src, &["rev-parse", "HEAD:keep"]));
-        let dotdot = oid(hash_literally(
-            &src,
-            "tree",
-            &entry("100644", "victim", blob),
-        ));
+        let linked = oid(hash_literally(&src, "tree", &entry("100644", "f", blob)));
+        let dotdot = [
+            entry("40000", "linked", linked),
+            entry("100644", "victim", blob),
+        ]
+        .concat();
+        let dotdot = oid(hash_literally(&src, "tree", &dotdot));
         let root = [entry("40000", "..", dotdot), entry("100644", "keep", keep)].concat();
         let root = hash_literally(&src, "tree", &root);
         let c2 = git(&src, &["commit-tree", &root, "-p", &c1, "-m", "dot dot"]);
@@ -3205,6 +3376,11 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains(&c2), "{err}");
         assert_eq!(read(&victim, "precious"), "p\n");
+        #[cfg(unix)]
+        assert!(fs::symlink_metadata(tree.parent().unwrap().join("linked"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
     }
 
     /// Files that libgit2's checkout takes for unchanged (size and mtime as
