@@ -1383,12 +1383,15 @@ fn hides_changes(repo: &Repository) -> bool {
 }
 
 /// Removes the symlinks a step left where the index has a directory (a
-/// tracked `modules/` replaced by a link to a shared directory, say).
+/// tracked `modules/` replaced by a link to a shared directory, say) or a
+/// file (a tracked `terraform.tfvars` replaced by a link to a shared one).
 /// libgit2's checkout follows them: it would write and delete the files of
-/// that directory in the place the link points at, outside the tree. Each
-/// link itself is unlinked (never what it points at); the checkout then
-/// makes the directory again.
-fn unlink_symlinked_dirs(repo: &Repository, tree: &Path) -> Result<(), WorkspaceError> {
+/// that directory, or write that file, in the place the link points at,
+/// outside the tree (a link to a directory where a file belongs failed
+/// every run with "Is a directory"). Each link itself is unlinked (never
+/// what it points at); the checkout then makes the directory or the file
+/// again. One `lstat` per file of the index, besides the directories.
+fn unlink_index_symlinks(repo: &Repository, tree: &Path) -> Result<(), WorkspaceError> {
     let Ok(index) = repo.index() else {
         // Nothing known to be a directory; the checkout reports a broken index.
         return Ok(());
@@ -1396,6 +1399,11 @@ fn unlink_symlinked_dirs(repo: &Repository, tree: &Path) -> Result<(), Workspace
     let mut links = ParentLinks::new(tree);
     for entry in index.iter() {
         links.clear(&entry.path)?;
+        // A regular file (not a link, not a submodule): a link on its path
+        // is written through, even where the commit has the same file.
+        if entry.mode & 0o170000 == 0o100000 && is_tree_path(&entry.path) {
+            unlink_if_symlink(&repo_relative(tree, &entry.path))?;
+        }
     }
     Ok(())
 }
@@ -1403,7 +1411,10 @@ fn unlink_symlinked_dirs(repo: &Repository, tree: &Path) -> Result<(), Workspace
 /// Unlinks the symlinks standing on the directories that paths of the tree
 /// lie in, with one `lstat` per directory when the paths come sorted (as
 /// index entries and diff deltas do): only the directories past the part a
-/// path's directory shares with the previous path's are new.
+/// path's directory shares with the previous path's are new, and a
+/// directory the previous one lies in was looked at with it. Any order is
+/// safe: nothing makes a link while it runs, so a directory looked at once
+/// is no link (or is gone) afterwards.
 struct ParentLinks<'t> {
     tree: &'t Path,
     previous: Vec<u8>,
@@ -1428,7 +1439,11 @@ impl<'t> ParentLinks<'t> {
             Some(end) => &rel[..end],
             None => &rel[..0],
         };
-        if dir == self.previous.as_slice() {
+        let seen = self.previous.starts_with(dir)
+            && (dir.is_empty()
+                || self.previous.len() == dir.len()
+                || self.previous[dir.len()] == b'/');
+        if seen {
             return Ok(());
         }
         // The directories of `dir` that the previous one did not have: each
@@ -1463,7 +1478,7 @@ fn unlink_if_symlink(path: &Path) -> Result<bool, WorkspaceError> {
                 path: path.to_path_buf(),
                 source,
             })?;
-            info!(path = %path.display(), "removed a symlink a step left on a path the checkout writes");
+            info!(path = %path.display(), "removed a symlink a step left on a path the checkout writes or deletes");
             Ok(true)
         }
         _ => Ok(false),
@@ -1501,10 +1516,10 @@ fn under_a_symlink(tree: &Path, rel: &[u8]) -> bool {
 
 /// Clears, before a forced checkout of `commit`, what a step left in the
 /// way that the checkout cannot clear itself, on every path the checkout
-/// may write or delete beyond the index's ([`unlink_symlinked_dirs`] covers
-/// the index's directories): the paths where `commit` differs from the
-/// index, and those where HEAD (the checkout's baseline) differs from
-/// `commit`.
+/// may write or delete beyond the index's ([`unlink_index_symlinks`] covers
+/// the index's files and their directories): the paths where `commit`
+/// differs from the index, and those where HEAD (the checkout's baseline)
+/// differs from `commit`.
 ///
 /// - A symlink on any directory such a path lies in, or on the path itself
 ///   where `commit` differs from the index: libgit2 would write or delete
@@ -1680,7 +1695,7 @@ fn status_is_empty(
 /// unchanged but are not ([`rewrite_stale_files`]), and verify. Before the
 /// first checkout of a persistent tree, symlinks the checkout would write or
 /// delete through and directories of ignored files where a file belongs are
-/// removed ([`unlink_symlinked_dirs`], [`clear_the_way`]): ignored files stay
+/// removed ([`unlink_index_symlinks`], [`clear_the_way`]): ignored files stay
 /// unless they stand where the commit puts a tracked path.
 ///
 /// A tree whose HEAD is already the commit and whose status scan is empty is
@@ -1746,7 +1761,7 @@ fn checkout_job(job: CheckoutJob) -> Result<(), WorkspaceError> {
             && advance_clean_tree(&repo, ctx, tree, &commit)?)
         || {
             if !job.fresh {
-                unlink_symlinked_dirs(&repo, tree)?;
+                unlink_index_symlinks(&repo, tree)?;
                 clear_the_way(&repo, ctx, tree, &commit)?;
             }
             repo.checkout_tree(commit.as_object(), Some(&mut forced_checkout()))
@@ -3244,6 +3259,55 @@ mod tests {
         }
     }
 
+    /// A tracked file a step replaced by a symlink to a file or a directory
+    /// outside: the same commit again, a commit that leaves the file alone,
+    /// and a commit whose content for it the step had staged (the index
+    /// then matches the commit there, HEAD does not). The link goes, what
+    /// it points at stays as it was, and the run does not fail.
+    #[cfg(unix)]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn persistent_mode_never_writes_through_a_link_on_a_tracked_file() {
+        for (case, target) in [
+            ("same commit", "secret.tfvars"),
+            ("untouched by the commit", "secret.tfvars"),
+            ("untouched by the commit", "dir"),
+            ("staged as the commit has it", "secret.tfvars"),
+        ] {
+            let (tmp, src, ws, repo, c1) = tf_fixture(&[("vars.tfvars", "v1\n"), ("keep", "k\n")]);
+            let tree = prepare_tf(&ws, &repo, &c1, 1).await.path;
+            let outside = tmp.path().join("outside");
+            write(&outside, "secret.tfvars", "outside\n");
+            write(&outside, "dir/plugin", "p\n");
+            let mut want = "v1\n";
+            let next = match case {
+                "same commit" => c1,
+                "untouched by the commit" => {
+                    write(&src, "keep", "k2\n");
+                    commit_all(&src, "two")
+                }
+                _ => {
+                    write(&tree, "vars.tfvars", "v2\n");
+                    git(&tree, &["add", "vars.tfvars"]);
+                    write(&src, "vars.tfvars", "v2\n");
+                    want = "v2\n";
+                    commit_all(&src, "two")
+                }
+            };
+            fs::remove_file(tree.join("vars.tfvars")).unwrap();
+            std::os::unix::fs::symlink(outside.join(target), tree.join("vars.tfvars")).unwrap();
+
+            let ck = prepare_tf(&ws, &repo, &next, 2).await;
+            assert_eq!(git(&ck.path, &["rev-parse", "HEAD"]), next, "{case}");
+            assert_eq!(read(&outside, "secret.tfvars"), "outside\n", "{case}");
+            assert_eq!(read(&outside, "dir/plugin"), "p\n", "{case}");
+            assert_eq!(fs::read_dir(outside.join("dir")).unwrap().count(), 1);
+            let meta = fs::symlink_metadata(tree.join("vars.tfvars")).unwrap();
+            assert!(meta.is_file(), "{case}, {target}: {meta:?}");
+            assert_eq!(read(&tree, "vars.tfvars"), want, "{case}");
+            assert_eq!(status(&tree), "", "{case}");
+        }
+    }
+
     /// A step untracked a directory (`git rm -r --cached modules`) and put a
     /// link to a directory outside in its place; the pushed commit deletes
     /// the directory. The checkout deletes what HEAD had there: never
@@ -3273,6 +3337,99 @@ mod tests {
         assert_eq!(read(&outside, "dns/dns.tf"), "shared dns\n");
         assert!(fs::symlink_metadata(tree.join("modules")).is_err());
         assert_eq!(read(&tree, "keep"), "k2\n");
+        assert_eq!(status(&tree), "");
+    }
+
+    /// [`ParentLinks`] in any order of paths, as it gets them from two diffs
+    /// and the index: after `clear(p)` no directory of `p` is a symlink, and
+    /// nothing outside the tree is touched. Random trees of directories,
+    /// links and files under look-alike names (`a`, `a.b`, `ab`, `A`),
+    /// random unsorted paths; a fixed seed.
+    #[cfg(unix)]
+    #[test]
+    fn parent_links_leave_no_link_above_a_cleared_path_in_any_order() {
+        let names: [&[u8]; 5] = [b"a", b"a.b", b"ab", b"A", b"b"];
+        let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut rnd = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let mut dirs: Vec<Vec<u8>> = vec![];
+        for a in names {
+            dirs.push(a.to_vec());
+            for b in names {
+                dirs.push([a, b"/", b].concat());
+                for c in names {
+                    dirs.push([a, b"/", b, b"/", c].concat());
+                }
+            }
+        }
+        dirs.sort_by_key(|d| d.iter().filter(|&&x| x == b'/').count());
+        for round in 0..300 {
+            let tmp = tempfile::tempdir().unwrap();
+            let tree = tmp.path().join("tree");
+            let outside = tmp.path().join("outside");
+            fs::create_dir_all(&tree).unwrap();
+            write(&outside, "keep", "k");
+            for d in &dirs {
+                let p = repo_relative(&tree, d);
+                let parent = p.parent().unwrap();
+                if !fs::symlink_metadata(parent).is_ok_and(|m| m.is_dir()) {
+                    continue;
+                }
+                match rnd(5) {
+                    0 | 1 => fs::create_dir(&p).unwrap(),
+                    2 => std::os::unix::fs::symlink(&outside, &p).unwrap(),
+                    3 => fs::write(&p, "f").unwrap(),
+                    _ => {}
+                }
+            }
+            let mut links = ParentLinks::new(&tree);
+            for _ in 0..12 {
+                let d = &dirs[rnd(dirs.len() as u64) as usize];
+                let p = if rnd(4) == 0 {
+                    b"f".to_vec()
+                } else {
+                    [d.as_slice(), b"/f"].concat()
+                };
+                links.clear(&p).unwrap();
+                assert!(
+                    !under_a_symlink(&tree, &p),
+                    "round {round}: {}",
+                    String::from_utf8_lossy(&p)
+                );
+            }
+            assert_eq!(read(&outside, "keep"), "k");
+            assert_eq!(fs::read_dir(&outside).unwrap().count(), 1);
+        }
+    }
+
+    /// A tracked symlink a step pointed at a directory outside, and a
+    /// tracked executable a step replaced by a link to a file outside: the
+    /// same commit again puts both back and leaves what they pointed at.
+    #[cfg(unix)]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn persistent_mode_puts_back_a_tracked_link_a_step_repointed() {
+        use std::os::unix::fs::PermissionsExt;
+        let (tmp, src, ws, repo, _) = tf_fixture(&[("v1/x", "x\n"), ("run.sh", "echo\n")]);
+        std::os::unix::fs::symlink("v1", src.join("cur")).unwrap();
+        fs::set_permissions(src.join("run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+        let c1 = commit_all(&src, "link");
+        let tree = prepare_tf(&ws, &repo, &c1, 1).await.path;
+        let outside = tmp.path().join("outside");
+        write(&outside, "dir/x", "outside x\n");
+        write(&outside, "run.sh", "outside run\n");
+        fs::remove_file(tree.join("cur")).unwrap();
+        std::os::unix::fs::symlink(outside.join("dir"), tree.join("cur")).unwrap();
+        fs::remove_file(tree.join("run.sh")).unwrap();
+        std::os::unix::fs::symlink(outside.join("run.sh"), tree.join("run.sh")).unwrap();
+        prepare_tf(&ws, &repo, &c1, 2).await;
+        assert_eq!(read(&outside, "dir/x"), "outside x\n");
+        assert_eq!(read(&outside, "run.sh"), "outside run\n");
+        assert_eq!(fs::read_link(tree.join("cur")).unwrap(), Path::new("v1"));
+        assert_eq!(read(&tree, "run.sh"), "echo\n");
         assert_eq!(status(&tree), "");
     }
 
