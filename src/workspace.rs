@@ -1390,19 +1390,54 @@ fn hides_changes(repo: &Repository) -> bool {
 /// outside the tree (a link to a directory where a file belongs failed
 /// every run with "Is a directory"). Each link itself is unlinked (never
 /// what it points at); the checkout then makes the directory or the file
-/// again. One `lstat` per file of the index, besides the directories.
+/// again.
+///
+/// One `lstat` per directory of the index, and one listing of each
+/// directory that holds files (the listing's entry types tell links apart
+/// without an `lstat` per file: 20,000 of them cost ≈ 20 ms here).
 fn unlink_index_symlinks(repo: &Repository, tree: &Path) -> Result<(), WorkspaceError> {
     let Ok(index) = repo.index() else {
         // Nothing known to be a directory; the checkout reports a broken index.
         return Ok(());
     };
     let mut links = ParentLinks::new(tree);
+    let mut file_dirs: Vec<Vec<u8>> = Vec::new();
     for entry in index.iter() {
-        links.clear(&entry.path)?;
-        // A regular file (not a link, not a submodule): a link on its path
-        // is written through, even where the commit has the same file.
-        if entry.mode & 0o170000 == 0o100000 && is_tree_path(&entry.path) {
-            unlink_if_symlink(&repo_relative(tree, &entry.path))?;
+        let path = entry.path.as_slice();
+        links.clear(path)?;
+        if entry.mode & 0o170000 == 0o100000 && is_tree_path(path) {
+            let dir = &path[..path.iter().rposition(|&b| b == b'/').unwrap_or(0)];
+            if file_dirs.last().is_none_or(|last| last.as_slice() != dir) {
+                file_dirs.push(dir.to_vec());
+            }
+        }
+    }
+    file_dirs.sort_unstable();
+    file_dirs.dedup();
+    for dir in &file_dirs {
+        // A directory that is gone (a link unlinked above) or unreadable
+        // holds nothing to unlink here; the checkout reports what is wrong.
+        let Ok(listing) = fs::read_dir(repo_relative(tree, dir)) else {
+            continue;
+        };
+        for item in listing.flatten() {
+            if !item.file_type().is_ok_and(|t| t.is_symlink()) {
+                continue;
+            }
+            let name = item.file_name();
+            let rel = if dir.is_empty() {
+                name.as_encoded_bytes().to_vec()
+            } else {
+                [dir.as_slice(), b"/", name.as_encoded_bytes()].concat()
+            };
+            // A regular file of the index (a tracked link, or an ignored one
+            // the index does not have, is another matter).
+            let tracked_file = index
+                .get_path(&repo_relative(Path::new(""), &rel), 0)
+                .is_some_and(|e| e.mode & 0o170000 == 0o100000);
+            if tracked_file {
+                unlink_if_symlink(&item.path())?;
+            }
         }
     }
     Ok(())
@@ -3267,13 +3302,19 @@ mod tests {
     #[cfg(unix)]
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn persistent_mode_never_writes_through_a_link_on_a_tracked_file() {
-        for (case, target) in [
-            ("same commit", "secret.tfvars"),
-            ("untouched by the commit", "secret.tfvars"),
-            ("untouched by the commit", "dir"),
-            ("staged as the commit has it", "secret.tfvars"),
+        for (case, rel, target) in [
+            ("same commit", "vars.tfvars", "secret.tfvars"),
+            ("same commit", "env/prod/vars.tfvars", "secret.tfvars"),
+            ("untouched by the commit", "vars.tfvars", "secret.tfvars"),
+            ("untouched by the commit", "env/prod/vars.tfvars", "dir"),
+            (
+                "staged as the commit has it",
+                "vars.tfvars",
+                "secret.tfvars",
+            ),
         ] {
-            let (tmp, src, ws, repo, c1) = tf_fixture(&[("vars.tfvars", "v1\n"), ("keep", "k\n")]);
+            let (tmp, src, ws, repo, c1) =
+                tf_fixture(&[(rel, "v1\n"), ("env/prod/main.tf", "m\n"), ("keep", "k\n")]);
             let tree = prepare_tf(&ws, &repo, &c1, 1).await.path;
             let outside = tmp.path().join("outside");
             write(&outside, "secret.tfvars", "outside\n");
@@ -3286,24 +3327,28 @@ mod tests {
                     commit_all(&src, "two")
                 }
                 _ => {
-                    write(&tree, "vars.tfvars", "v2\n");
-                    git(&tree, &["add", "vars.tfvars"]);
-                    write(&src, "vars.tfvars", "v2\n");
+                    write(&tree, rel, "v2\n");
+                    git(&tree, &["add", rel]);
+                    write(&src, rel, "v2\n");
                     want = "v2\n";
                     commit_all(&src, "two")
                 }
             };
-            fs::remove_file(tree.join("vars.tfvars")).unwrap();
-            std::os::unix::fs::symlink(outside.join(target), tree.join("vars.tfvars")).unwrap();
+            fs::remove_file(tree.join(rel)).unwrap();
+            std::os::unix::fs::symlink(outside.join(target), tree.join(rel)).unwrap();
 
             let ck = prepare_tf(&ws, &repo, &next, 2).await;
             assert_eq!(git(&ck.path, &["rev-parse", "HEAD"]), next, "{case}");
-            assert_eq!(read(&outside, "secret.tfvars"), "outside\n", "{case}");
+            assert_eq!(
+                read(&outside, "secret.tfvars"),
+                "outside\n",
+                "{case}, {rel}"
+            );
             assert_eq!(read(&outside, "dir/plugin"), "p\n", "{case}");
             assert_eq!(fs::read_dir(outside.join("dir")).unwrap().count(), 1);
-            let meta = fs::symlink_metadata(tree.join("vars.tfvars")).unwrap();
-            assert!(meta.is_file(), "{case}, {target}: {meta:?}");
-            assert_eq!(read(&tree, "vars.tfvars"), want, "{case}");
+            let meta = fs::symlink_metadata(tree.join(rel)).unwrap();
+            assert!(meta.is_file(), "{case}, {rel}, {target}: {meta:?}");
+            assert_eq!(read(&tree, rel), want, "{case}, {rel}");
             assert_eq!(status(&tree), "", "{case}");
         }
     }
