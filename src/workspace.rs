@@ -1405,8 +1405,8 @@ fn unlink_index_symlinks(repo: &Repository, tree: &Path) -> Result<(), Workspace
     for entry in index.iter() {
         let path = entry.path.as_slice();
         links.clear(path)?;
-        if entry.mode & 0o170000 == 0o100000 && is_tree_path(path) {
-            let dir = &path[..path.iter().rposition(|&b| b == b'/').unwrap_or(0)];
+        if is_regular_file(entry.mode) && is_tree_path(path) {
+            let dir = dir_of(path);
             if file_dirs.last().is_none_or(|last| last.as_slice() != dir) {
                 file_dirs.push(dir.to_vec());
             }
@@ -1424,19 +1424,16 @@ fn unlink_index_symlinks(repo: &Repository, tree: &Path) -> Result<(), Workspace
             if !item.file_type().is_ok_and(|t| t.is_symlink()) {
                 continue;
             }
-            let name = item.file_name();
-            let rel = if dir.is_empty() {
-                name.as_encoded_bytes().to_vec()
-            } else {
-                [dir.as_slice(), b"/", name.as_encoded_bytes()].concat()
-            };
+            let path = item.path();
             // A regular file of the index (a tracked link, or an ignored one
             // the index does not have, is another matter).
-            let tracked_file = index
-                .get_path(&repo_relative(Path::new(""), &rel), 0)
-                .is_some_and(|e| e.mode & 0o170000 == 0o100000);
+            let tracked_file = path
+                .strip_prefix(tree)
+                .ok()
+                .and_then(|rel| index.get_path(rel, 0))
+                .is_some_and(|e| is_regular_file(e.mode));
             if tracked_file {
-                unlink_if_symlink(&item.path())?;
+                unlink_if_symlink(&path)?;
             }
         }
     }
@@ -1470,10 +1467,7 @@ impl<'t> ParentLinks<'t> {
         if !is_tree_path(rel) {
             return Ok(());
         }
-        let dir = match rel.iter().rposition(|&b| b == b'/') {
-            Some(end) => &rel[..end],
-            None => &rel[..0],
-        };
+        let dir = dir_of(rel);
         let seen = self.previous.starts_with(dir)
             && (dir.is_empty()
                 || self.previous.len() == dir.len()
@@ -1501,6 +1495,18 @@ impl<'t> ParentLinks<'t> {
         self.previous.extend_from_slice(dir);
         Ok(())
     }
+}
+
+/// Whether an index entry's mode is a regular file's (`100644`, `100755`):
+/// not a symlink, not a submodule.
+fn is_regular_file(mode: u32) -> bool {
+    mode & 0o170000 == 0o100000
+}
+
+/// The directory `rel` (a path relative to the tree) lies in: empty for a
+/// top-level name.
+fn dir_of(rel: &[u8]) -> &[u8] {
+    &rel[..rel.iter().rposition(|&b| b == b'/').unwrap_or(0)]
 }
 
 /// Removes `path` if it is a symlink (the link, never what it points at):
